@@ -1,0 +1,73 @@
+"""The `lsdc` console script: one verb per stage, each verb one importable function.
+
+A verb lives in its own module, which defines ``configure(parser)`` (its arguments) and
+``run(args) -> int`` (calls the verb's function). User mistakes raise :class:`InputError`, which
+becomes one ``lsdc VERB: error: ...`` line and exit code 2; anything else is a bug with a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import InputError
+
+#: verb -> (module, one-line help)
+VERBS = {
+    "synth": ("lsdc.synth.generate", "write a synthetic dataset in the Kaggle layout"),
+    "preprocess": ("lsdc.preprocess.convert", "convert DICOM studies once into the Zarr crop store"),
+    "train": ("lsdc.train.cli", "train the classifier (or the level localiser) on the store"),
+    "bench": ("lsdc.benchmarks.cli", "throughput benchmarks: convert, loader, step"),
+    "profile": ("lsdc.benchmarks.profile", "loader time vs compute time of the real training step"),
+    "score": ("lsdc.metric.cli", "the official competition metric of a submission"),
+    "predict": ("lsdc.inference.predict", "raw DICOM studies -> submission.csv"),
+    "demo": ("lsdc.demo", "the whole job end to end on a synthetic dataset"),
+}
+
+
+def _load(verb: str):
+    module, _ = VERBS[verb]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None  # the verb's module has not landed yet
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsdc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb, (_, help_) in VERBS.items():
+        p = sub.add_parser(verb, help=help_, description=help_)
+        mod = _load(verb)
+        if mod is None:
+            p.set_defaults(_run=_not_available(verb))
+            continue
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def _not_available(verb: str):
+    def run(args) -> int:
+        raise InputError(f"'{verb}' is not yet available in this version of lsdc")
+    return run
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except InputError as e:
+        print(f"lsdc {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lsdc {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""One typed Config for every stage: dataclasses with a docstring per field, validated on creation.
+
+Sources, later winning: defaults < YAML file < ``--key=value`` overrides. A key is either the dotted
+path (``train.lr``, ``preprocess.sagittal_t2.crop_mm``) or a field name that is unique across the
+Config (``lr``, ``backbone``). Unknown keys and wrong types raise :class:`InputError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+from .schema import AX_T2, SAG_T1, SAG_T2, VIEWS
+
+CONFIG_FILENAME = "config.yaml"
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise InputError(f"config key {key!r}: {msg}")
+
+
+@dataclass
+class CropSpec:
+    """How one view's samples are cut from a series (written into the store, read back by all)."""
+
+    crop_mm: float = 40.0
+    """Side of the square in-plane field of view the model sees, in millimetres."""
+    out_px: int = 128
+    """Side of the model's input image in pixels (the crop_mm field resampled to this size)."""
+    slices: int = 7
+    """Slices the model sees per sample, centred on the labelled slice."""
+    slice_margin: int = 2
+    """Extra slices stored on each side so the loader can shift the slice window."""
+    fov_margin: float = 0.15
+    """Extra field of view stored around the crop (fraction of crop_mm) for translation/rotation jitter."""
+
+    def __post_init__(self):
+        _check(self.crop_mm > 0, "crop_mm", f"must be > 0, got {self.crop_mm}")
+        _check(self.out_px >= 16, "out_px", f"must be >= 16, got {self.out_px}")
+        _check(self.slices >= 1 and self.slices % 2 == 1, "slices", f"must be odd and >= 1, got {self.slices}")
+        _check(self.slice_margin >= 0, "slice_margin", f"must be >= 0, got {self.slice_margin}")
+        _check(0 <= self.fov_margin < 1, "fov_margin", f"must be in [0, 1), got {self.fov_margin}")
+
+    @property
+    def store_px(self) -> int:
+        """Stored in-plane size: out_px plus the fov margin, rounded up to an even number."""
+        px = int(round(self.out_px * (1 + self.fov_margin)))
+        return px + (px % 2 != self.out_px % 2)
+
+    @property
+    def store_mm(self) -> float:
+        """Stored field of view in mm (same mm/px as the model input)."""
+        return self.crop_mm * self.store_px / self.out_px
+
+    @property
+    def store_slices(self) -> int:
+        return self.slices + 2 * self.slice_margin
+
+
+@dataclass
+class PreprocessConfig:
+    """The one-time DICOM -> Zarr conversion."""
+
+    sagittal_t2: CropSpec = field(default_factory=lambda: CropSpec(crop_mm=40.0))
+    """Spinal canal crops, one per (study, level), centred on the labelled canal point."""
+    sagittal_t1: CropSpec = field(default_factory=lambda: CropSpec(crop_mm=40.0))
+    """Neural foramen crops, one per (study, level, side)."""
+    axial_t2: CropSpec = field(default_factory=lambda: CropSpec(crop_mm=45.0))
+    """Subarticular crops, one per (study, level, side)."""
+    norm_low_pct: float = 0.5
+    """Lower intensity percentile over the whole series, mapped to grey 0."""
+    norm_high_pct: float = 99.5
+    """Upper intensity percentile over the whole series, mapped to grey 255."""
+    chunk_samples: int = 32
+    """Samples per Zarr chunk (several per chunk amortise zarr's ~1 ms per read call)."""
+    volume_px: int = 128
+    """In-plane size of the small whole-series sagittal volume kept for the level localiser."""
+    volume_slices: int = 16
+    """Slices of that volume (resampled along the slice axis)."""
+
+    def __post_init__(self):
+        for v in VIEWS:
+            spec = getattr(self, v)
+            if isinstance(spec, dict):
+                setattr(self, v, CropSpec(**spec))
+        _check(0 <= self.norm_low_pct < self.norm_high_pct <= 100, "norm_low_pct",
+               f"need 0 <= norm_low_pct < norm_high_pct <= 100, got {self.norm_low_pct}, {self.norm_high_pct}")
+        _check(self.chunk_samples >= 1, "chunk_samples", f"must be >= 1, got {self.chunk_samples}")
+        _check(self.volume_px >= 16, "volume_px", f"must be >= 16, got {self.volume_px}")
+        _check(self.volume_slices >= 1, "volume_slices", f"must be >= 1, got {self.volume_slices}")
+
+    def spec(self, view: str) -> CropSpec:
+        return getattr(self, view)
+
+
+BACKENDS = ("auto", "dali", "torch", "dicom")
+
+
+@dataclass
+class LoaderConfig:
+    """Reading the store into batches, and augmentation (one draw per sample, all slices alike)."""
+
+    backend: str = "auto"
+    """Loader backend: auto (DALI when it imports, else torch), dali, torch, or dicom (seed baseline)."""
+    workers: int = 2
+    """Loader worker processes (torch) / reader threads (DALI)."""
+    shuffle_buffer: int = 256
+    """Samples held in the quasi-random shuffle buffer fed by whole chunks."""
+    balanced: bool = False
+    """Class-balanced oversampling (the seed's) instead of one pass over every sample."""
+    augment: bool = True
+    """Apply augmentation to the training split."""
+    max_slice_shift: int = 2
+    """Largest slice-window shift in slices (must be <= the stored slice_margin)."""
+    rotate_deg: float = 15.0
+    """Largest in-plane rotation in degrees."""
+    scale_range: float = 0.1
+    """Scale drawn uniformly from [1 - scale_range, 1 + scale_range]."""
+    translate_frac: float = 0.07
+    """Largest translation as a fraction of out_px (kept within the stored fov margin)."""
+    brightness: float = 0.15
+    """Largest additive brightness change (fraction of full scale)."""
+    contrast: float = 0.2
+    """Contrast factor drawn from [1 - contrast, 1 + contrast]."""
+    gamma: float = 0.2
+    """Gamma drawn from [1 - gamma, 1 + gamma]."""
+    noise_std: float = 0.03
+    """Largest Gaussian noise standard deviation (fraction of full scale)."""
+    channels: int = 3
+    """Channels per slice fed to the model: 3 grey copies (ImageNet stems) or 1."""
+
+    def __post_init__(self):
+        _check(self.backend in BACKENDS, "backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+        _check(self.shuffle_buffer >= 1, "shuffle_buffer", f"must be >= 1, got {self.shuffle_buffer}")
+        _check(self.max_slice_shift >= 0, "max_slice_shift", f"must be >= 0, got {self.max_slice_shift}")
+        _check(0 <= self.scale_range < 1, "scale_range", f"must be in [0, 1), got {self.scale_range}")
+        _check(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        for k in ("rotate_deg", "translate_frac", "brightness", "contrast", "gamma", "noise_std"):
+            _check(getattr(self, k) >= 0, k, f"must be >= 0, got {getattr(self, k)}")
+
+
+ATTENTIONS = ("tanh", "gated")
+
+
+@dataclass
+class ModelConfig:
+    """The seed's v9 model: timm backbone per slice -> BiGRU -> attention MIL -> level embedding -> head."""
+
+    backbone: str = "tf_efficientnetv2_s"
+    """Any timm model name (CPU tests use timm's tiny test_* models)."""
+    pretrained: bool = False
+    """Load timm's pretrained weights (needs them cached locally; nothing is downloaded by default)."""
+    checkpoint_path: str = ""
+    """Optional local file of backbone weights to load instead of timm's."""
+    proj_dim: int = 512
+    """Backbone features are projected to this width before the GRU."""
+    gru_hidden: int = 512
+    """Hidden size of each GRU direction."""
+    gru_layers: int = 2
+    """Stacked bidirectional GRU layers."""
+    gru_dropout: float = 0.3
+    """Dropout between GRU layers."""
+    attention: str = "tanh"
+    """Attention-MIL pooling: tanh (the seed's) or gated."""
+    attn_dim: int = 256
+    """Hidden width of the attention MLP."""
+    level_emb_dim: int = 256
+    """Width of the level embedding (and the side embedding on two-sided views)."""
+    head_dropout: float = 0.35
+    """Dropout in the classifier head."""
+    aux_heads: bool = False
+    """Add the v4 auxiliary heads (normal vs abnormal; moderate vs severe on abnormal rows)."""
+
+    def __post_init__(self):
+        _check(bool(self.backbone), "backbone", "must not be empty")
+        _check(self.attention in ATTENTIONS, "attention", f"must be one of {ATTENTIONS}, got {self.attention!r}")
+        for k in ("proj_dim", "gru_hidden", "gru_layers", "attn_dim", "level_emb_dim"):
+            _check(getattr(self, k) >= 1, k, f"must be >= 1, got {getattr(self, k)}")
+        for k in ("gru_dropout", "head_dropout"):
+            _check(0 <= getattr(self, k) < 1, k, f"must be in [0, 1), got {getattr(self, k)}")
+
+
+SELECT_METRICS = ("balanced_accuracy", "score", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (SPEC.md section 4) and cross-validation."""
+
+    epochs: int = 25
+    """Training epochs."""
+    batch_size: int = 12
+    """Samples per step (per rank under DDP)."""
+    lr: float = 1e-4
+    """Peak learning rate of everything but the backbone."""
+    backbone_lr: float = 1e-5
+    """Peak learning rate of the backbone."""
+    weight_decay: float = 0.03
+    """AdamW weight decay of backbone, GRU and attention."""
+    head_weight_decay: float = 0.01
+    """AdamW weight decay of the classifier head."""
+    warmup_epochs: float = 2.0
+    """Linear warm-up length in epochs, then cosine decay to zero."""
+    class_weights: tuple = (1.0, 4.0, 6.0)
+    """Cross-entropy weights of Normal/Mild, Moderate, Severe ([1, 2, 4] matches the metric)."""
+    any_severe_weight: float = 0.0
+    """Weight of the any-severe term (binary loss on the max severe probability), 0 = off."""
+    aux_weight: float = 0.1
+    """Loss weight of the auxiliary heads when model.aux_heads is on."""
+    grad_clip: float = 1.0
+    """Gradient norm clip."""
+    amp: bool = True
+    """Mixed precision (bf16) on GPU; ignored on CPU."""
+    compile: bool = False
+    """torch.compile the model."""
+    channels_last: bool = True
+    """channels-last memory format for the backbone."""
+    patience: int = 12
+    """Early stopping patience in epochs (0 = off)."""
+    select_metric: str = "balanced_accuracy"
+    """Metric that picks the best epoch: balanced_accuracy (higher), score or val_loss (lower)."""
+    min_recall: float = 0.2
+    """Dead-class alarm: an epoch with any class recall below this is never kept as best."""
+    folds: int = 5
+    """StratifiedGroupKFold folds (grouped by study)."""
+    seed: int = 42
+    """Seed of folds, initialisation, loader order and augmentation."""
+    device: str = "auto"
+    """auto (cuda when available), cuda or cpu."""
+    max_steps_per_epoch: int = 0
+    """Cap on training steps per epoch (0 = the whole epoch); for smoke runs."""
+
+    def __post_init__(self):
+        self.class_weights = tuple(float(w) for w in self.class_weights)
+        _check(len(self.class_weights) == 3 and all(w > 0 for w in self.class_weights), "class_weights",
+               f"must be 3 positive numbers, got {list(self.class_weights)}")
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0 and self.backbone_lr >= 0, "lr", "lr must be > 0 and backbone_lr >= 0")
+        _check(self.folds >= 2, "folds", f"must be >= 2, got {self.folds}")
+        _check(self.select_metric in SELECT_METRICS, "select_metric",
+               f"must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        _check(self.device in ("auto", "cuda", "cpu"), "device", f"must be auto, cuda or cpu, got {self.device!r}")
+        _check(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", "must be >= 0")
+
+
+@dataclass
+class Config:
+    """Everything a run needs; saved as config.yaml in every output directory."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    """DICOM -> Zarr conversion and the crop spec of each view."""
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    """Store -> batches, augmentation."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The classifier."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training recipe."""
+
+    def __post_init__(self):
+        for v in VIEWS:
+            spec = self.preprocess.spec(v)
+            _check(self.loader.max_slice_shift <= spec.slice_margin, "max_slice_shift",
+                   f"{self.loader.max_slice_shift} exceeds preprocess.{v}.slice_margin={spec.slice_margin}")
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    def save(self, out_dir) -> Path:
+        """Write the resolved config into ``out_dir/config.yaml``."""
+        path = Path(out_dir) / CONFIG_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+def _to_plain(obj):
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+# -- building a Config from dicts and overrides -------------------------------------------------
+def _leaf_paths(cls, prefix=()) -> dict[tuple, type]:
+    """Every leaf field of a dataclass type as {path tuple: annotation}."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out.update(_leaf_paths(t, prefix + (f.name,)))
+        else:
+            out[prefix + (f.name,)] = t
+    return out
+
+
+_LEAVES = _leaf_paths(Config)
+_BY_NAME: dict[str, list[tuple]] = {}
+for _p in _LEAVES:
+    _BY_NAME.setdefault(_p[-1], []).append(_p)
+
+
+def resolve_key(key: str) -> tuple:
+    """Dotted path or unique field name -> path tuple; InputError for unknown or ambiguous keys."""
+    parts = tuple(key.replace("-", "_").split("."))
+    if parts in _LEAVES:
+        return parts
+    if len(parts) == 1 and parts[0] in _BY_NAME:
+        paths = _BY_NAME[parts[0]]
+        if len(paths) == 1:
+            return paths[0]
+        raise InputError(f"config key {key!r} is ambiguous: use one of {['.'.join(p) for p in paths]}")
+    raise InputError(f"unknown config key {key!r}")
+
+
+def _coerce(key: str, value, annotation):
+    """Check/convert one value against its field type; InputError naming the key otherwise."""
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"config key {key!r}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise InputError(f"config key {key!r}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"config key {key!r}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise InputError(f"config key {key!r}: expected a string, got {value!r}")
+    if annotation is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise InputError(f"config key {key!r}: expected a list of numbers, got {value!r}")
+    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")
+
+
+def _flatten(d: dict, prefix=()) -> dict[tuple, object]:
+    out = {}
+    for k, v in d.items():
+        path = prefix + (str(k),)
+        if isinstance(v, dict):
+            out.update(_flatten(v, path))
+        else:
+            out[path] = v
+    return out
+
+
+def build_config(values: dict | None = None) -> Config:
+    """A Config from a (possibly nested, possibly partial) dict of values."""
+    tree: dict = {}
+    for path, value in _flatten(values or {}).items():
+        key = ".".join(path)
+        full = resolve_key(key)
+        value = _coerce(key, value, _LEAVES[full])
+        node = tree
+        for p in full[:-1]:
+            node = node.setdefault(p, {})
+        node[full[-1]] = value
+    return _instantiate(Config, tree)
+
+
+def _instantiate(cls, tree: dict):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in tree:
+            t = hints[f.name]
+            kwargs[f.name] = _instantiate(t, tree[f.name]) if dataclasses.is_dataclass(t) else tree[f.name]
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``--key=value`` or ``key=value`` -> (key, YAML-parsed value)."""
+    body = text[2:] if text.startswith("--") else text
+    if "=" not in body:
+        raise InputError(f"override {text!r} is not of the form --key=value")
+    key, raw = body.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if _LEAVES.get(resolve_key(key)) is str and not isinstance(value, str):
+        value = raw  # a str field keeps the text as typed (e.g. --backbone=123)
+    return key, value
+
+
+def load_config(path=None, overrides=()) -> Config:
+    """defaults < YAML file at ``path`` < ``overrides`` (``--key=value`` strings)."""
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{p}: top level must be a mapping of config keys")
+        values = _flatten(loaded)
+        values = {".".join(k): v for k, v in values.items()}
+    for text in overrides:
+        key, value = parse_override(text)
+        values[key] = value
+    return build_config(values)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Inverse of :meth:`Config.to_dict` (used when reading a saved config back)."""
+    return build_config(d)
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
