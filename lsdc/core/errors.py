@@ -9,14 +9,14 @@ class InputError(Exception):
     """Bad user input: the message names the file, row and value at fault."""
 
 
-def where(path, row=None, column=None) -> str:
-    """Format a location prefix like ``train.csv row 7 column 'x'``.
+def where(path, line=None, column=None) -> str:
+    """Format a location prefix like ``train.csv line 7 column 'x'``.
 
-    ``row`` is the 1-based data row number (the header is row 0), as a user counts it in a spreadsheet.
+    ``line`` is the 1-based line number in the file (the header is line 1), as an editor shows it.
     """
     out = str(path)
-    if row is not None:
-        out += f" row {row}"
+    if line is not None:
+        out += f" line {line}"
     if column is not None:
         out += f" column {column!r}"
     return out

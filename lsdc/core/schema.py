@@ -86,20 +86,20 @@ def parse_row_id(value: str) -> tuple[int, str, str]:
 _INT = re.compile(r"^\s*\+?\d+\s*$")
 
 
-def parse_id(value, path="", row=None, column=None) -> int:
+def parse_id(value, path="", line=None, column=None) -> int:
     """A study/series ID or instance number as a non-negative int.
 
     Anything else (``../x``, ``1.5``, empty) is an :class:`InputError` naming the place; an ID is
     never joined into a path before it has been through here.
     """
     if isinstance(value, bool):
-        raise InputError(f"{where(path, row, column)}: ID {value!r} is not an integer")
+        raise InputError(f"{where(path, line, column)}: ID {value!r} is not an integer")
     if isinstance(value, int):
         if value < 0:
-            raise InputError(f"{where(path, row, column)}: ID {value!r} is negative")
+            raise InputError(f"{where(path, line, column)}: ID {value!r} is negative")
         return value
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
     if isinstance(value, str) and _INT.match(value):
         return int(value)
-    raise InputError(f"{where(path, row, column)}: ID {value!r} is not a non-negative integer")
+    raise InputError(f"{where(path, line, column)}: ID {value!r} is not a non-negative integer")
