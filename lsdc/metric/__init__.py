@@ -1,1 +1,1 @@
-"""metric"""
+"""Metrics: the official competition score (``official``) and per-epoch monitoring (``classification``)."""
