@@ -1,0 +1,48 @@
+"""`lsdc bench convert|loader|step`: throughput benchmarks (warm-up, medians, a table, --json FILE).
+
+Each benchmark lives in its own module with ``configure(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..core.errors import InputError
+
+BENCHES = {
+    "convert": ("lsdc.benchmarks.convert_bench", "converter slices/s vs raw pydicom reads, Numba vs NumPy kernels, peak RSS"),
+    "loader": ("lsdc.benchmarks.loader_bench", "samples/s: decode bound, raw store reads, dali/torch backends, DICOM baseline"),
+    "step": ("lsdc.benchmarks.step_bench", "the training step alone on in-memory batches (model compute)"),
+}
+
+
+def _load(name: str):
+    module = BENCHES[name][0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None
+        raise
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="bench", metavar="BENCH")
+    sub.required = True
+    for name, (_, help_) in BENCHES.items():
+        q = sub.add_parser(name, help=help_, description=help_)
+        mod = _load(name)
+        if mod is None:
+            q.set_defaults(_bench_run=_not_available(name))
+        else:
+            mod.configure(q)
+            q.set_defaults(_bench_run=mod.run)
+
+
+def _not_available(name: str):
+    def run(args) -> int:
+        raise InputError(f"'bench {name}' is not yet available in this version of lsdc")
+    return run
+
+
+def run(args) -> int:
+    return args._bench_run(args)

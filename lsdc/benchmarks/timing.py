@@ -1,0 +1,46 @@
+"""Shared timing helpers for every benchmark: warm-up, median of repeats, table and JSON output."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+
+def median_rate(fn, items_per_call: int, repeats: int = 5, warmup: int = 1) -> dict:
+    """Call ``fn`` warmup + repeats times; items/s of the median call (and the spread)."""
+    for _ in range(warmup):
+        fn()
+    secs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        secs.append(time.perf_counter() - t)
+    med = statistics.median(secs)
+    return {"per_s": items_per_call / med, "median_s": med, "min_s": min(secs), "max_s": max(secs),
+            "repeats": repeats}
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident set size of this process (or the largest child) in MB (Linux ru_maxrss is KiB)."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain fixed-width table of ``rows`` (floats with 1 decimal)."""
+    def fmt(v):
+        return f"{v:,.1f}" if isinstance(v, float) else str(v)
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def write_json(path, obj) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=1))
