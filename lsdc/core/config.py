@@ -236,6 +236,9 @@ class TrainConfig:
     """auto (cuda when available), cuda or cpu."""
     max_steps_per_epoch: int = 0
     """Cap on training steps per epoch (0 = the whole epoch); for smoke runs."""
+    epochs_per_run: int = 0
+    """Stop this invocation after this many epochs (0 = run to ``epochs``); ``--resume`` continues the
+    same schedule (for time-limited jobs)."""
 
     def __post_init__(self):
         self.class_weights = tuple(float(w) for w in self.class_weights)
@@ -249,6 +252,7 @@ class TrainConfig:
                f"must be one of {SELECT_METRICS}, got {self.select_metric!r}")
         _check(self.device in ("auto", "cuda", "cpu"), "device", f"must be auto, cuda or cpu, got {self.device!r}")
         _check(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", "must be >= 0")
+        _check(self.epochs_per_run >= 0, "epochs_per_run", f"must be >= 0, got {self.epochs_per_run}")
 
 
 @dataclass
