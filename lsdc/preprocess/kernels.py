@@ -1,0 +1,293 @@
+"""Numba kernels of the DICOM -> crop conversion: pure array functions, one NumPy reference each.
+
+The references live in ``kernels_ref.py`` (tests compare against them, ``kernel_bench.py`` times them).
+Every kernel also runs as plain Python under ``NUMBA_DISABLE_JIT=1`` (slow: debug-sized inputs only).
+
+Conventions shared by all kernels:
+- ``stack`` is a C-contiguous float32 series ``[S, H, W]`` in spatial slice order, finite values.
+- Pixel coordinates are (col, row) = (x, y) with integer values at pixel centres, as in the
+  competition's label coordinates; sampling is bilinear, and positions outside the image take the
+  nearest edge pixel (border replicate; clamping the coordinate first is exactly that).
+- The intensity window ``(lo, hi)`` maps ``lo`` -> 0 and ``hi`` -> 255, clipped, rounded half up;
+  it is applied in the same pass as the sampling. ``hi <= lo`` (a flat series) gives all zeros.
+"""
+from __future__ import annotations
+
+from . import numba_setup  # noqa: F401  (threading layer and cache dir before any kernel compiles)
+
+import math
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+_SAMPLE = 16384  # voxels drawn to place the brackets around each wanted rank
+_MARGIN_SIGMA = 6.0  # bracket half-width in standard errors of the sample quantile's rank
+_GOLDEN = 0.6180339887498949
+
+
+# ---------------------------------------------------------------------------------------------------
+# series_window: exact percentiles by bracketing (Floyd-Rivest style selection).
+# A deterministic sample places a bracket [a, b] around each wanted rank; one streaming pass counts
+# the voxels below a, equal to a, equal to b and strictly inside; a second pass copies only the few
+# strictly inside (skipped when the rank falls on a tie, e.g. the zero background). Why: np.percentile
+# partitions a full copy of the series; this reads it twice without writing, and stays exact.
+
+def _chunk_bounds(n, n_threads):
+    """Bounds of one contiguous chunk per thread (small series: fewer chunks)."""
+    t = max(1, min(n_threads, n // 65536 + 1))
+    return np.linspace(0, n, t + 1).astype(np.int64)
+
+
+@njit(cache=True)
+def _count_chunk(chunk, a0, b0, a1, b1):
+    """Per bracket: voxels below a, equal to a, equal to b, strictly inside. Branch-free: vectorises."""
+    lt0 = 0
+    ea0 = 0
+    eb0 = 0
+    in0 = 0
+    lt1 = 0
+    ea1 = 0
+    eb1 = 0
+    in1 = 0
+    for i in range(chunk.size):  # range(size), not range(lo, hi): lets LLVM drop index wraparound
+        v = chunk[i]
+        lt0 += v < a0
+        ea0 += v == a0
+        eb0 += v == b0
+        in0 += (v > a0) & (v < b0)
+        lt1 += v < a1
+        ea1 += v == a1
+        eb1 += v == b1
+        in1 += (v > a1) & (v < b1)
+    return lt0, ea0, eb0, in0, lt1, ea1, eb1, in1
+
+
+@njit(parallel=True, cache=True)
+def _count_brackets(flat, bounds, a0, b0, a1, b1):
+    """int64 [chunks, 8]: _count_chunk of every chunk."""
+    counts = np.zeros((bounds.size - 1, 8), np.int64)
+    for c in prange(bounds.size - 1):
+        r = _count_chunk(flat[bounds[c]:bounds[c + 1]], a0, b0, a1, b1)
+        for k in range(8):
+            counts[c, k] = r[k]
+    return counts
+
+
+@njit(cache=True)
+def _gather_chunk(chunk, a, b, out):
+    n = 0
+    for i in range(chunk.size):
+        v = chunk[i]
+        if v > a and v < b:
+            out[n] = v
+            n += 1
+
+
+@njit(parallel=True, cache=True)
+def _gather_inside(flat, bounds, a, b, inside_per_chunk):
+    """All voxels strictly inside (a, b); each chunk writes at its offset from the counting pass."""
+    offsets = np.zeros(inside_per_chunk.size + 1, np.int64)
+    offsets[1:] = np.cumsum(inside_per_chunk)
+    out = np.empty(offsets[-1], flat.dtype)
+    for c in prange(bounds.size - 1):
+        _gather_chunk(flat[bounds[c]:bounds[c + 1]], a, b, out[offsets[c]:offsets[c + 1]])
+    return out
+
+
+def _bracket(sample, q):
+    """(a, b) from the sorted sample enclosing the q-quantile (q in [0, 1]); -inf/+inf past its ends."""
+    m = sample.size
+    margin = _MARGIN_SIGMA * math.sqrt(m * q * (1.0 - q)) + 8.0
+    i = math.floor(q * (m - 1) - margin)
+    j = math.ceil(q * (m - 1) + margin)
+    a = sample[i] if i >= 0 else -np.inf
+    b = sample[j] if j < m else np.inf
+    return np.float32(a), np.float32(b)  # float32 like the voxels: exact ties, full SIMD width
+
+
+def _order_stats(ranks, a, b, below, at_a, at_b, inside):
+    """Values of two adjacent 0-based ranks from a bracket's counts and its inside voxels; None
+    where the bracket missed a rank."""
+    values = []
+    ordered = inside
+    first = ranks[0] - below - at_a
+    if 0 <= first < inside.size:
+        ordered = np.partition(inside, first)  # one selection serves both ranks
+    for rank in ranks:
+        r = rank - below
+        if 0 <= r < at_a:
+            values.append(float(a))
+        elif 0 <= r - at_a < inside.size:
+            j = r - at_a
+            values.append(float(ordered[j] if j == first else ordered[j:].min()))  # [first+1:] >= rank first
+        elif 0 <= r - at_a - inside.size < at_b:
+            values.append(float(b))
+        else:
+            return None
+    return values
+
+
+def series_window(stack, low_pct, high_pct):
+    """(lo, hi): the ``low_pct`` and ``high_pct`` percentiles of all voxels of ``stack`` [S, H, W].
+
+    Whole-series statistics, so every slice of a series gets the same grey mapping. Equal to
+    ``np.percentile(stack, [low_pct, high_pct])`` (its linear interpolation between order statistics)
+    up to float rounding. The two streaming passes are parallel Numba kernels; this driver only does
+    O(sample) work, in NumPy, whose sort and partition beat Numba's on these small arrays.
+    """
+    flat = np.ascontiguousarray(stack, dtype=np.float32).reshape(-1)
+    n = flat.size
+    if n == 0:
+        raise ValueError("series_window: empty stack")
+    if not (0.0 <= low_pct <= 100.0 and 0.0 <= high_pct <= 100.0):
+        raise ValueError(f"series_window: percentiles must lie in [0, 100], got {low_pct}, {high_pct}")
+    bounds = _chunk_bounds(n, get_num_threads())
+    m = min(_SAMPLE, n)
+    # Golden-ratio (low-discrepancy) positions: spread over the whole series, deterministic, and
+    # no global RNG is touched.
+    positions = np.minimum(((np.arange(m) + 0.5) * _GOLDEN % 1.0 * n).astype(np.int64), n - 1)
+    sample = np.sort(flat[positions])
+    qs = (low_pct / 100.0, high_pct / 100.0)
+    (a0, b0), (a1, b1) = _bracket(sample, qs[0]), _bracket(sample, qs[1])
+    counts = _count_brackets(flat, bounds, a0, b0, a1, b1)
+    total = counts.sum(axis=0).tolist()
+    result = []
+    for p, (a, b) in enumerate(((a0, b0), (a1, b1))):
+        below, at_a, at_b, n_inside = total[4 * p: 4 * p + 4]
+        at_b = 0 if a == b else at_b  # one tie value: counted once
+        h = qs[p] * (n - 1)  # np.percentile's linear method: fractional rank h
+        ranks = (min(math.floor(h), n - 1), min(math.floor(h) + 1, n - 1))
+        first_inside = below + at_a
+        inside = flat[:0]
+        if n_inside and ranks[1] >= first_inside and ranks[0] < first_inside + n_inside:
+            inside = _gather_inside(flat, bounds, a, b, np.ascontiguousarray(counts[:, 4 * p + 3]))
+        v = _order_stats(ranks, a, b, below, at_a, at_b, inside)
+        if v is None:  # the bracket missed (odds ~1e-9 at 6 sigma): exact, slow fallback
+            v = [float(x) for x in np.partition(flat, ranks)[list(ranks)]]
+        result.append(v[0] + (v[1] - v[0]) * (h - ranks[0]))
+    return result[0], result[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared per-pixel helpers: one sampler, one window, used by every kernel below.
+
+@njit(cache=True, inline="always")
+def _window_scale(lo, hi):
+    """Grey levels per intensity unit; 0 for a degenerate window so that everything maps to 0."""
+    return 255.0 / (hi - lo) if hi > lo else 0.0
+
+
+@njit(cache=True, inline="always")
+def _to_grey(value, lo, scale):
+    g = (value - lo) * scale
+    g = min(max(g, 0.0), 255.0)
+    return np.uint8(g + 0.5)
+
+
+@njit(cache=True, inline="always")
+def _bilinear(img, x, y):
+    """Bilinear sample of ``img`` [H, W] at (col x, row y); outside points take the edge pixel."""
+    h, w = img.shape
+    x = min(max(x, 0.0), w - 1.0)
+    y = min(max(y, 0.0), h - 1.0)
+    x0 = int(x)  # floor: x >= 0 here
+    y0 = int(y)
+    x1 = min(x0 + 1, w - 1)
+    y1 = min(y0 + 1, h - 1)
+    fx = x - x0
+    fy = y - y0
+    top = img[y0, x0] + (img[y0, x1] - img[y0, x0]) * fx
+    bottom = img[y1, x0] + (img[y1, x1] - img[y1, x0]) * fx
+    return top + (bottom - top) * fy
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public kernels.
+
+@njit(parallel=True, cache=True, fastmath=True)
+def normalize_uint8(stack, lo, hi):
+    """uint8 [S, H, W]: ``round((v - lo) / (hi - lo) * 255)`` clipped to [0, 255]; zeros if hi <= lo."""
+    flat = stack.reshape(-1)  # a view (ravel may copy)
+    out = np.empty(flat.size, np.uint8)
+    scale = _window_scale(lo, hi)
+    for i in prange(flat.size):
+        out[i] = _to_grey(flat[i], lo, scale)
+    return out.reshape(stack.shape)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def crop_stack(stack, slice_idx, center_col, center_row, spacing_row_mm, spacing_col_mm, box_mm,
+               out_px, angle_rad, lo, hi):
+    """uint8 [len(slice_idx), out_px, out_px]: oriented square crops of ``box_mm`` mm, windowed.
+
+    ``slice_idx`` (int array) is clamped to [0, S-1], so slices beyond either end of the series repeat
+    the edge slice. The box is centred on pixel (center_col, center_row) (sub-pixel floats) and
+    sampled on an out_px x out_px grid whose pixel (row i, col j) centre lies at box coordinates
+        u = (j + 0.5 - out_px/2) * box_mm/out_px   (mm along the rotated column axis)
+        v = (i + 0.5 - out_px/2) * box_mm/out_px   (mm along the rotated row axis).
+    The rotated column axis is (cos a, sin a) and the row axis (-sin a, cos a) in physical
+    (column mm, row mm) space, so with a = angle_rad the image point sampled is
+        col = center_col + (u cos a - v sin a) / spacing_col_mm
+        row = center_row + (u sin a + v cos a) / spacing_row_mm.
+    Rotating in millimetres keeps the box square on anisotropic pixels. a = +90 degrees puts the
+    image's +row direction along the output's +col direction.
+    """
+    n_slices = stack.shape[0]
+    n = slice_idx.size
+    out = np.empty((n, out_px, out_px), np.uint8)
+    scale = _window_scale(lo, hi)
+    step = box_mm / out_px
+    half = out_px / 2.0 - 0.5
+    cos_a = math.cos(angle_rad)
+    sin_a = math.sin(angle_rad)
+    # Image-pixel displacement per output column (du) and per output row (dv).
+    dcol_du = step * cos_a / spacing_col_mm
+    drow_du = step * sin_a / spacing_row_mm
+    dcol_dv = -step * sin_a / spacing_col_mm
+    drow_dv = step * cos_a / spacing_row_mm
+    for t in prange(n * out_px):  # one task per output row: balanced even for few slices
+        k = t // out_px
+        i = t - k * out_px
+        img = stack[min(max(slice_idx[k], 0), n_slices - 1)]
+        x = center_col - half * dcol_du + (i - half) * dcol_dv  # sample point of output col 0
+        y = center_row - half * drow_du + (i - half) * drow_dv
+        for j in range(out_px):
+            out[k, i, j] = _to_grey(_bilinear(img, x, y), lo, scale)
+            x += dcol_du
+            y += drow_du
+    return out
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def resample_volume(stack, out_slices, out_px, lo, hi):
+    """uint8 [out_slices, out_px, out_px]: the whole series resized, windowed (level localiser input).
+
+    Slice axis: linear interpolation at ``out_slices`` evenly spaced positions from the first to the
+    last slice (both included; one output slice samples the middle). In-plane: the whole H x W field
+    is resized to out_px x out_px with bilinear sampling at pixel centres (output centre j maps to
+    input col (j + 0.5) * W/out_px - 0.5, as cv2.resize / torch align_corners=False), without
+    anti-aliasing and without keeping the aspect ratio: the caller keeps the original pixel
+    spacing to map localiser outputs back.
+    """
+    n_slices, h, w = stack.shape
+    out = np.empty((out_slices, out_px, out_px), np.uint8)
+    scale = _window_scale(lo, hi)
+    sx = w / out_px
+    sy = h / out_px
+    z_step = (n_slices - 1) / (out_slices - 1) if out_slices > 1 else 0.0
+    z_first = 0.0 if out_slices > 1 else (n_slices - 1) / 2.0
+    for t in prange(out_slices * out_px):
+        k = t // out_px
+        i = t - k * out_px
+        z = z_first + k * z_step
+        z0 = min(int(z), n_slices - 1)
+        z1 = min(z0 + 1, n_slices - 1)
+        fz = z - z0
+        y = (i + 0.5) * sy - 0.5
+        for j in range(out_px):
+            x = (j + 0.5) * sx - 0.5
+            value = _bilinear(stack[z0], x, y)
+            if fz > 0.0:
+                value += (_bilinear(stack[z1], x, y) - value) * fz
+            out[k, i, j] = _to_grey(value, lo, scale)
+    return out
