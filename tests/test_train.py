@@ -9,12 +9,13 @@ import torch
 
 from lsdc.core.config import load_config
 from lsdc.core.errors import InputError
-from lsdc.core.schema import LEVELS, SEVERITY_WEIGHTS, SPINAL, VIEW_CONDITIONS
+from lsdc.core.schema import LEVELS, SEVERITY_WEIGHTS, VIEW_CONDITIONS
 from lsdc.metric.official import weighted_log_loss
 from lsdc.train import checkpoint as ckpt_io
 from lsdc.train.cli import accept_overrides
 from lsdc.train.folds import assign_folds, split_rows
-from lsdc.train.loop import build_step, is_better, lr_lambda, train_step
+from lsdc.train.evaluate import is_better
+from lsdc.train.step import build_step, lr_lambda, train_step
 from lsdc.train.report import view_score, view_terms
 
 TINY = ["--backbone=test_efficientnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",

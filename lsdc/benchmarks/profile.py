@@ -23,7 +23,8 @@ from ..core.schema import VIEWS
 from ..preprocess.store import read_index
 from ..train.cli import accept_overrides
 from ..train.folds import split_rows
-from ..train.loop import build_step, resolve_device, train_step, with_store_spec
+from ..train.loop import with_store_spec
+from ..train.step import build_step, resolve_device, train_step
 from .timing import table, write_json
 
 

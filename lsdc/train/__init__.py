@@ -9,7 +9,8 @@ from __future__ import annotations
 from ..core.schema import VIEWS
 from .checkpoint import load_model
 from .folds import assign_folds, split_rows
-from .loop import build_step, train, train_folds, train_step
+from .loop import train, train_folds
+from .step import build_step, train_step
 
 
 def train_views(cfg, store, out_dir, views=VIEWS, fold: int = 0) -> dict:

@@ -6,176 +6,36 @@
       metrics, plots, checkpoints    rank 0 writes; best.pt by select_metric behind the dead-class gate
       early stopping                 patience epochs without a new best
 
-Best epoch and the dead-class gate: an epoch is "gate ok" when no class present in the validation
-fold has recall < train.min_recall (the seed kept checkpoints only with Moderate and Severe alive).
-Epochs compare by (gate ok, select_metric): a gate-ok epoch always beats one that is not, so an epoch
-with a dead class is kept as best only while no epoch so far has passed the gate.
-
-``train_step`` is the one step function: the loop, ``lsdc profile`` and ``lsdc bench step`` call it.
+The best-epoch rule and its dead-class gate are in ``evaluate.py``; ``train_step`` (``step.py``) is
+the one step function: this loop, ``lsdc profile`` and ``lsdc bench step`` all call it.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from ..core.config import Config, TrainConfig
+from ..core.config import Config
 from ..core.errors import InputError
-from ..core.schema import SPINAL, VIEW_CONDITIONS, VIEW_SIDES, VIEWS
+from ..core.schema import VIEWS
 from ..metric.classification import epoch_metrics
-from ..model import channels_last_5d, class_weighted_ce, create_model, param_groups, total_loss
 from ..preprocess.store import read_index, store_preprocess_config
 from . import checkpoint as ckpt_io
 from . import distributed as dist
 from . import report
+from .evaluate import epoch_record, evaluate, is_better
 from .folds import split_rows
+from .step import build_step, resolve_device, train_step
 
-HIGHER_IS_BETTER = {"balanced_accuracy": True, "score": False, "val_loss": False}
 PRED_COLUMNS = ("row", "study_id", "condition", "level", "label", "p0", "p1", "p2", "fold")
 DEBUG_ROWS_ENV = "LSDC_DEBUG_ROWS"  # a directory: each rank appends "epoch row" lines to rows_rank{R}.txt
-
-
-@dataclass
-class Step:
-    """Everything one training step touches (built once by :func:`build_step`)."""
-    model: torch.nn.Module  # what trains: maybe compiled, maybe DDP-wrapped
-    eval_model: torch.nn.Module  # the same weights without DDP (no collectives in evaluation)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler | None
-    tcfg: TrainConfig
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    two_sided: bool
-    spinal: bool  # add the any-severe term (spinal-canal view only)
-
-
-def resolve_device(tcfg: TrainConfig) -> str:
-    if tcfg.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("train.device=cuda but no CUDA device is visible")
-    return "cuda" if tcfg.device == "cuda" or (tcfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-
-
-def lr_lambda(warmup_steps: int, total_steps: int):
-    """Factor of each group's peak lr: linear warm-up, then cosine decay to zero at total_steps."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
-
-
-def build_step(cfg: Config, view: str, steps_per_epoch: int, device: torch.device,
-               d: dist.Dist = dist.Dist()) -> Step:
-    """Model, AdamW over param_groups, warm-up + cosine LambdaLR, autocast dtype, DDP/compile wrappers."""
-    tcfg = cfg.train
-    two_sided = len(VIEW_SIDES[view]) == 2
-    raw = create_model(cfg.model, in_chans=cfg.loader.channels, two_sided=two_sided).to(device)
-    if tcfg.channels_last:
-        raw.backbone.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(param_groups(raw, tcfg), fused=device.type == "cuda")
-    total = tcfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(round(tcfg.warmup_epochs * steps_per_epoch), total))
-    amp_dtype = None
-    if tcfg.amp and device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    fwd = torch.compile(raw) if tcfg.compile else raw
-    model = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None) if d.world > 1 else fwd
-    return Step(model, fwd, opt, sched, scaler, tcfg, device, amp_dtype, two_sided, SPINAL in VIEW_CONDITIONS[view])
-
-
-def _inputs(s: Step, batch: dict):
-    x = batch["image"].to(s.device, non_blocking=True)  # (B, S, C, H, W)
-    if s.tcfg.channels_last:
-        x = channels_last_5d(x)
-    side = batch["side"].to(s.device) if s.two_sided else None
-    return x, batch["level"].to(s.device), side
-
-
-def train_step(s: Step, batch: dict) -> dict:
-    """One optimiser step on one batch; returns the loss parts as detached tensors (no sync here)."""
-    x, level, side = _inputs(s, batch)
-    y = batch["label"].to(s.device)
-    with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
-        out = s.model(x, level, side)
-    loss, parts = total_loss(out, y, s.tcfg, study_ids=batch["study_id"].to(s.device) if s.spinal else None)
-    s.optimizer.zero_grad(set_to_none=True)
-    if s.scaler is not None:
-        s.scaler.scale(loss).backward()
-        s.scaler.unscale_(s.optimizer)
-    else:
-        loss.backward()
-    parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.tcfg.grad_clip)
-    if s.scaler is not None:
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
-    else:
-        s.optimizer.step()
-    s.scheduler.step()
-    return parts
-
-
-@torch.no_grad()
-def evaluate(s: Step, loader, d: dist.Dist, keep_images: int = 4) -> dict:
-    """Validation outputs as NumPy, gathered over ranks, one entry per store row, sorted by row."""
-    s.eval_model.eval()
-    got = {"row": [], "label": [], "logits": [], "attention": []}
-    images = []
-    for batch in loader:
-        x, level, side = _inputs(s, batch)
-        with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
-            out = s.eval_model(x, level, side)
-        got["row"].append(batch["row"].numpy())
-        got["label"].append(batch["label"].numpy())
-        got["logits"].append(out["logits"].float().cpu().numpy())
-        got["attention"].append(out["attention"].float().cpu().numpy())
-        if sum(len(i) for i in images) < keep_images:
-            images.append(batch["image"][:keep_images, :, 0].numpy())  # (b, S, H, W) first channel
-    mine = {k: np.concatenate(v) for k, v in got.items()}
-    parts = dist.gather(mine, d)
-    res = {k: np.concatenate([p[k] for p in parts]) for k in mine}
-    _, first = np.unique(res["row"], return_index=True)  # a row padded onto two ranks counts once
-    res = {k: v[first] for k, v in res.items()}
-    res["probs"] = torch.softmax(torch.from_numpy(res["logits"]), dim=1).numpy()
-    res["images"] = np.concatenate(images)[:keep_images] if images else np.zeros((0,))
-    return res
-
-
-def epoch_record(view: str, ev: dict, index: pd.DataFrame, fold: int, tcfg: TrainConfig) -> tuple[dict, pd.DataFrame]:
-    """Validation metrics of one epoch and the per-row prediction frame."""
-    m = epoch_metrics(ev["label"], ev["probs"], tcfg.min_recall)
-    val_loss = class_weighted_ce(torch.from_numpy(ev["logits"]), torch.from_numpy(ev["label"]), tcfg.class_weights)
-    rows = index.iloc[ev["row"]]
-    pred = pd.DataFrame({"row": ev["row"], "study_id": rows["study_id"].to_numpy(),
-                         "condition": rows["condition"].to_numpy(), "level": rows["level"].to_numpy(),
-                         "label": ev["label"], "p0": ev["probs"][:, 0], "p1": ev["probs"][:, 1],
-                         "p2": ev["probs"][:, 2], "fold": fold})
-    official = report.view_score(view, pred)
-    rec = {"val_loss": float(val_loss), "balanced_accuracy": m["balanced_accuracy"], "recall": m["recall"],
-           "confusion": m["confusion"], "dead_classes": m["dead_classes"], "dead_class_alarm": bool(m["dead_classes"]),
-           "wlogloss": m["wlogloss"], **official}
-    return rec, pred
-
-
-def is_better(rec: dict, best: dict | None, metric: str) -> bool:
-    """(gate ok, metric) beats best's lexicographically; NaN is worst (see the module docstring)."""
-    def key(r):
-        v = r["value"]
-        v = -math.inf if v is None or math.isnan(v) else (v if HIGHER_IS_BETTER[metric] else -v)
-        return (r["gate_ok"], v)
-    return best is None or key(rec) > key(best)
 
 
 def seed_everything(seed: int) -> None:
