@@ -1,0 +1,253 @@
+"""Read one DICOM series (a folder of single-frame ``*.dcm`` files) into a spatially sorted volume.
+
+Slices are ordered by ImagePositionPatient projected on the slice normal, never by file name or
+InstanceNumber (they disagree on real data). Pixels are decoded by pydicom's handlers (pylibjpeg
+plugins for JPEG 2000 / RLE; JPEG lossless needs the optional ``pylibjpeg-libjpeg``), rescaled with
+RescaleSlope/Intercept, and MONOCHROME1 is inverted so that bright always means high signal.
+
+Every failure is a :class:`SeriesError` whose ``reason`` is a short code for skip reports and whose
+message names the file: ``empty``, ``not_dicom``, ``unreadable``, ``no_geometry``,
+``no_instance_number``, ``no_pixels``, ``truncated``, ``undecodable``, ``not_2d``, ``one_slice``,
+``mixed_geometry``, ``duplicate_positions``, ``no_instance``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from ..core import geometry
+from ..core.errors import InputError
+
+DUPLICATE_MM = 1e-3  # two slices closer than this along the normal are the same position
+GEOMETRY_TOL = 1e-4  # orientation cosines / spacings that differ by more are a different geometry
+
+
+class SeriesError(InputError):
+    """A series that cannot be read; ``reason`` is a short code, the message names the file."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What one file's header says about its slice (no pixels)."""
+
+    path: Path
+    instance_number: int
+    ipp: tuple  # ImagePositionPatient: centre of the first pixel, mm (LPS)
+    iop: tuple  # ImageOrientationPatient: 6 direction cosines (column axis X, row axis Y)
+    spacing_rc: tuple  # PixelSpacing: (row spacing, column spacing) in mm
+    rows: int
+    cols: int
+    thickness_mm: float | None
+    spacing_between_mm: float | None
+    photometric: str
+    slope: float
+    intercept: float
+    bits_stored: int
+    signed: bool
+    description: str
+    series_uid: str
+
+    def stored_max(self) -> float:
+        """Largest value the stored bits can hold, rescaled: the pivot of MONOCHROME1 inversion,
+        the same for every slice of a series (a per-slice max would not be)."""
+        top = 2 ** (self.bits_stored - 1) - 1 if self.signed else 2 ** self.bits_stored - 1
+        bottom = -(2 ** (self.bits_stored - 1)) if self.signed else 0
+        return max(top * self.slope + self.intercept, bottom * self.slope + self.intercept)
+
+
+def _optional_float(ds, keyword):
+    value = ds.get(keyword)
+    return None if value in (None, "") else float(value)
+
+
+def _read(path: Path, pixels: bool):
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except InvalidDicomError as e:
+        raise SeriesError("not_dicom", f"{path}: not a DICOM file ({e})") from e
+    except Exception as e:  # pydicom raises many types on garbage bytes; all mean "cannot parse"
+        raise SeriesError("unreadable", f"{path}: cannot parse DICOM ({type(e).__name__}: {e})") from e
+
+
+def _header(ds, path: Path) -> SliceHeader:
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+        if ds.get(keyword) in (None, ""):
+            raise SeriesError("no_geometry", f"{path}: missing {keyword}")
+    if ds.get("InstanceNumber") in (None, ""):
+        raise SeriesError("no_instance_number", f"{path}: missing InstanceNumber")
+    try:
+        ipp = tuple(float(v) for v in ds.ImagePositionPatient)
+        iop = tuple(float(v) for v in ds.ImageOrientationPatient)
+        spacing = tuple(float(v) for v in ds.PixelSpacing)
+        if len(ipp) != 3 or len(iop) != 6 or len(spacing) != 2 or min(spacing) <= 0:
+            raise ValueError(f"IPP {ipp}, IOP {iop}, PixelSpacing {spacing}")
+        with np.errstate(all="ignore"):
+            if not np.isfinite(geometry.slice_normal(iop)).all():
+                raise ValueError(f"IOP {iop} has zero or parallel axes")
+    except (TypeError, ValueError) as e:
+        raise SeriesError("no_geometry", f"{path}: malformed geometry ({e})") from e
+    return SliceHeader(
+        path=path, instance_number=int(ds.InstanceNumber), ipp=ipp, iop=iop, spacing_rc=spacing,
+        rows=int(ds.Rows), cols=int(ds.Columns),
+        thickness_mm=_optional_float(ds, "SliceThickness"),
+        spacing_between_mm=_optional_float(ds, "SpacingBetweenSlices"),
+        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+        slope=_optional_float(ds, "RescaleSlope") or 1.0,  # absent or 0 both mean "no rescale"
+        intercept=_optional_float(ds, "RescaleIntercept") or 0.0,
+        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16),
+        signed=int(ds.get("PixelRepresentation", 0)) == 1,
+        description=str(ds.get("SeriesDescription", "")),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+    )
+
+
+def read_header(path) -> SliceHeader:
+    """One file's header, without reading its pixel data."""
+    path = Path(path)
+    return _header(_read(path, pixels=False), path)
+
+
+def read_slice(path) -> tuple[SliceHeader, np.ndarray]:
+    """(header, float32 [rows, cols]) of one file: decoded, rescaled, MONOCHROME1 inverted."""
+    path = Path(path)
+    ds = _read(path, pixels=True)
+    header = _header(ds, path)
+    if "PixelData" not in ds:
+        raise SeriesError("no_pixels", f"{path}: no PixelData element (or the file is cut short before it)")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and not syntax.is_compressed:
+        expected = header.rows * header.cols * int(ds.get("BitsAllocated", 16)) // 8 * int(ds.get("SamplesPerPixel", 1))
+        if len(ds.PixelData) < expected:
+            raise SeriesError("truncated", f"{path}: {len(ds.PixelData)} bytes of pixel data, {expected} expected")
+    try:
+        raw = ds.pixel_array
+    except Exception as e:  # missing plugin, unsupported syntax, corrupt stream: all undecodable
+        name = syntax.name if syntax is not None else "no transfer syntax"
+        raise SeriesError("undecodable", f"{path}: cannot decode pixel data ({name}): {e}") from e
+    if raw.ndim != 2:
+        raise SeriesError("not_2d", f"{path}: pixel array of shape {raw.shape}, expected one grey frame")
+    image = raw.astype(np.float32)
+    if header.slope != 1.0 or header.intercept != 0.0:
+        image = image * np.float32(header.slope) + np.float32(header.intercept)
+    if header.photometric == "MONOCHROME1":
+        image = np.float32(header.stored_max()) - image
+    return header, image
+
+
+def _dicom_files(series_dir: Path) -> list[Path]:
+    if not series_dir.is_dir():
+        raise SeriesError("empty", f"{series_dir}: no such series folder")
+    files = sorted(p for p in series_dir.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
+    if not files:
+        raise SeriesError("empty", f"{series_dir}: no .dcm files")
+    return files
+
+
+def index_series(series_dir) -> list[SliceHeader]:
+    """Headers of every ``*.dcm`` file in the folder, in file-name order (see :func:`spatial_order`)."""
+    return [read_header(p) for p in _dicom_files(Path(series_dir))]
+
+
+def spatial_order(headers: list[SliceHeader]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, positions_mm): the permutation sorting slices along the slice normal, and each
+    header's position on that normal. Rejects one slice, mixed geometry and duplicate positions."""
+    if len(headers) < 2:
+        where = headers[0].path if headers else "series"
+        raise SeriesError("one_slice", f"{where}: a series needs at least 2 slices, found {len(headers)}")
+    first = headers[0]
+    for h in headers[1:]:
+        if (h.rows, h.cols) != (first.rows, first.cols) or not (
+                np.allclose(h.iop, first.iop, atol=GEOMETRY_TOL)
+                and np.allclose(h.spacing_rc, first.spacing_rc, atol=GEOMETRY_TOL)):
+            raise SeriesError("mixed_geometry", f"{h.path}: {h.rows}x{h.cols}, IOP {h.iop}, spacing {h.spacing_rc} "
+                              f"differ from {first.path}: {first.rows}x{first.cols}, IOP {first.iop}, "
+                              f"spacing {first.spacing_rc}")
+    normal = geometry.slice_normal(first.iop)
+    positions_mm = np.array([h.ipp for h in headers]) @ normal
+    order = np.argsort(positions_mm, kind="stable")
+    gaps = np.diff(positions_mm[order])
+    if (gaps < DUPLICATE_MM).any():
+        k = int(np.argmax(gaps < DUPLICATE_MM))
+        a, b = headers[order[k]].path, headers[order[k + 1]].path
+        raise SeriesError("duplicate_positions", f"{a} and {b}: same slice position {positions_mm[order[k]]:.4f} mm")
+    return order, positions_mm
+
+
+@dataclass
+class Series:
+    """One series, slices in spatial order (ascending position along ``normal``)."""
+
+    study_id: int | None
+    series_id: int | None
+    volume: np.ndarray  # float32 [S, H, W], rescaled intensities
+    instance_numbers: np.ndarray  # int64 [S]
+    positions: np.ndarray  # float64 [S, 3] ImagePositionPatient per slice
+    iop: np.ndarray  # float64 [6]
+    spacing_rc: tuple  # (row mm, col mm)
+    normal: np.ndarray  # float64 [3] unit slice normal (X x Y)
+    slice_positions_mm: np.ndarray  # float64 [S] positions projected on the normal, ascending
+    thickness_mm: float | None
+    files: list  # Path per slice, spatial order
+    description: str = ""
+    series_uid: str = ""
+
+    @property
+    def slice_spacing_mm(self) -> float:
+        """Median centre-to-centre distance between neighbouring slices."""
+        return float(np.median(np.diff(self.slice_positions_mm)))
+
+    def spatial_index(self, instance_number: int) -> int:
+        """Index in ``volume`` of the slice with this InstanceNumber."""
+        hits = np.flatnonzero(self.instance_numbers == int(instance_number))
+        if hits.size != 1:
+            what = "not in" if hits.size == 0 else f"{hits.size} times in"
+            raise SeriesError("no_instance", f"instance {instance_number} {what} series {self.series_id} "
+                              f"({Path(self.files[0]).parent})")
+        return int(hits[0])
+
+    def pixel_to_patient(self, slice_idx: int, col, row) -> np.ndarray:
+        """Patient point (mm, LPS) of pixel (col, row) on slice ``slice_idx``."""
+        return geometry.pixel_to_patient(self.positions[slice_idx], self.iop, self.spacing_rc, col, row)
+
+    def patient_to_pixel(self, point) -> tuple[float, float, float]:
+        """(fractional slice index, col, row) of a patient point. The index interpolates between
+        slice positions (extrapolates past the ends); col/row are on the nearest slice's plane."""
+        z = self.slice_positions_mm
+        s = float(np.dot(np.asarray(point, dtype=np.float64), self.normal))
+        if s < z[0]:
+            idx = (s - z[0]) / (z[1] - z[0])
+        elif s > z[-1]:
+            idx = len(z) - 1 + (s - z[-1]) / (z[-1] - z[-2])
+        else:
+            idx = float(np.interp(s, z, np.arange(len(z))))
+        nearest = int(np.clip(round(idx), 0, len(z) - 1))
+        col, row, _ = geometry.patient_to_pixel(self.positions[nearest], self.iop, self.spacing_rc, point)
+        return idx, col, row
+
+
+def load_series(series_dir, study_id=None, series_id=None) -> Series:
+    """Read every slice once (header and pixels) and stack them in spatial order."""
+    slices = [read_slice(p) for p in _dicom_files(Path(series_dir))]
+    headers = [h for h, _ in slices]
+    order, positions_mm = spatial_order(headers)
+    volume = np.empty((len(order), headers[0].rows, headers[0].cols), np.float32)
+    for k, i in enumerate(order):
+        volume[k] = slices[i][1]
+    first = headers[order[0]]
+    return Series(
+        study_id=study_id, series_id=series_id, volume=volume,
+        instance_numbers=np.array([headers[i].instance_number for i in order], np.int64),
+        positions=np.array([headers[i].ipp for i in order], np.float64),
+        iop=np.array(first.iop, np.float64), spacing_rc=tuple(first.spacing_rc),
+        normal=geometry.slice_normal(first.iop), slice_positions_mm=positions_mm[order],
+        thickness_mm=first.thickness_mm, files=[headers[i].path for i in order],
+        description=first.description, series_uid=first.series_uid,
+    )
