@@ -23,14 +23,17 @@ from numba import get_num_threads, njit, prange
 _SAMPLE = 16384  # voxels drawn to place the brackets around each wanted rank
 _MARGIN_SIGMA = 6.0  # bracket half-width in standard errors of the sample quantile's rank
 _GOLDEN = 0.6180339887498949
+_COUNT_BLOCK = 1 << 16  # float32 tallies stay exact below 2**24
+_GATHER_BLOCK = 256
 
 
 # ---------------------------------------------------------------------------------------------------
 # series_window: exact percentiles by bracketing (Floyd-Rivest style selection).
-# A deterministic sample places a bracket [a, b] around each wanted rank; one streaming pass counts
-# the voxels below a, equal to a, equal to b and strictly inside; a second pass copies only the few
-# strictly inside (skipped when the rank falls on a tie, e.g. the zero background). Why: np.percentile
-# partitions a full copy of the series; this reads it twice without writing, and stays exact.
+# A deterministic sample places a bracket [a, b] around each wanted rank. One streaming pass counts
+# the voxels < a, <= a, < b and <= b (below, tied at a, inside, tied at b); a second pass copies the
+# few strictly inside, and is skipped when the rank falls on a tie (e.g. the zero background).
+# Why: np.percentile partitions a full copy of the series; this reads it twice, writes almost
+# nothing, and stays exact (a missed bracket falls back to a full partition).
 
 def _chunk_bounds(n, n_threads):
     """Bounds of one contiguous chunk per thread (small series: fewer chunks)."""
@@ -38,28 +41,35 @@ def _chunk_bounds(n, n_threads):
     return np.linspace(0, n, t + 1).astype(np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})  # vectorised sums; inf bounds stay valid
 def _count_chunk(chunk, a0, b0, a1, b1):
-    """Per bracket: voxels below a, equal to a, equal to b, strictly inside. Branch-free: vectorises."""
-    lt0 = 0
-    ea0 = 0
-    eb0 = 0
-    in0 = 0
-    lt1 = 0
-    ea1 = 0
-    eb1 = 0
-    in1 = 0
-    for i in range(chunk.size):  # range(size), not range(lo, hi): lets LLVM drop index wraparound
-        v = chunk[i]
-        lt0 += v < a0
-        ea0 += v == a0
-        eb0 += v == b0
-        in0 += (v > a0) & (v < b0)
-        lt1 += v < a1
-        ea1 += v == a1
-        eb1 += v == b1
-        in1 += (v > a1) & (v < b1)
-    return lt0, ea0, eb0, in0, lt1, ea1, eb1, in1
+    """Per bracket: voxels < a, <= a, < b, <= b. Branch-free float32 tallies, exact per block of
+    2**16 (< 2**24), vectorise fully: this pass runs at memory speed."""
+    out = np.zeros(8, np.int64)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for start in range(0, chunk.size, _COUNT_BLOCK):
+        block = chunk[start:start + _COUNT_BLOCK]
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = zero
+        for i in range(block.size):  # range(size), not range(lo, hi): no index wraparound checks
+            v = block[i]
+            c0 += one if v < a0 else zero
+            c1 += one if v <= a0 else zero
+            c2 += one if v < b0 else zero
+            c3 += one if v <= b0 else zero
+            c4 += one if v < a1 else zero
+            c5 += one if v <= a1 else zero
+            c6 += one if v < b1 else zero
+            c7 += one if v <= b1 else zero
+        out[0] += int(c0)
+        out[1] += int(c1)
+        out[2] += int(c2)
+        out[3] += int(c3)
+        out[4] += int(c4)
+        out[5] += int(c5)
+        out[6] += int(c6)
+        out[7] += int(c7)
+    return out
 
 
 @njit(parallel=True, cache=True)
@@ -67,20 +77,29 @@ def _count_brackets(flat, bounds, a0, b0, a1, b1):
     """int64 [chunks, 8]: _count_chunk of every chunk."""
     counts = np.zeros((bounds.size - 1, 8), np.int64)
     for c in prange(bounds.size - 1):
-        r = _count_chunk(flat[bounds[c]:bounds[c + 1]], a0, b0, a1, b1)
-        for k in range(8):
-            counts[c, k] = r[k]
+        counts[c] = _count_chunk(flat[bounds[c]:bounds[c + 1]], a0, b0, a1, b1)
     return counts
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
 def _gather_chunk(chunk, a, b, out):
+    """Copy the voxels strictly inside (a, b) to ``out``. A vectorised test of each block of 256 skips
+    the (scalar) copy loop where a block holds none: on MR data the tail voxels cluster in space."""
     n = 0
-    for i in range(chunk.size):
-        v = chunk[i]
-        if v > a and v < b:
-            out[n] = v
-            n += 1
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for start in range(0, chunk.size, _GATHER_BLOCK):
+        block = chunk[start:start + _GATHER_BLOCK]
+        hits = zero
+        for i in range(block.size):
+            v = block[i]
+            hits += one if (v > a) & (v < b) else zero
+        if hits > zero:
+            for i in range(block.size):
+                v = block[i]
+                if v > a and v < b:
+                    out[n] = v
+                    n += 1
 
 
 @njit(parallel=True, cache=True)
@@ -150,17 +169,17 @@ def series_window(stack, low_pct, high_pct):
     qs = (low_pct / 100.0, high_pct / 100.0)
     (a0, b0), (a1, b1) = _bracket(sample, qs[0]), _bracket(sample, qs[1])
     counts = _count_brackets(flat, bounds, a0, b0, a1, b1)
-    total = counts.sum(axis=0).tolist()
+    inside_per_chunk = np.maximum(counts[:, 2::4] - counts[:, 1::4], 0)  # #(a < v < b) per chunk, per bracket
     result = []
     for p, (a, b) in enumerate(((a0, b0), (a1, b1))):
-        below, at_a, at_b, n_inside = total[4 * p: 4 * p + 4]
-        at_b = 0 if a == b else at_b  # one tie value: counted once
+        lt_a, le_a, lt_b, le_b = counts[:, 4 * p: 4 * p + 4].sum(axis=0).tolist()
+        below, at_a, n_inside, at_b = lt_a, le_a - lt_a, max(lt_b - le_a, 0), le_b - max(lt_b, le_a)
         h = qs[p] * (n - 1)  # np.percentile's linear method: fractional rank h
         ranks = (min(math.floor(h), n - 1), min(math.floor(h) + 1, n - 1))
         first_inside = below + at_a
         inside = flat[:0]
         if n_inside and ranks[1] >= first_inside and ranks[0] < first_inside + n_inside:
-            inside = _gather_inside(flat, bounds, a, b, np.ascontiguousarray(counts[:, 4 * p + 3]))
+            inside = _gather_inside(flat, bounds, a, b, np.ascontiguousarray(inside_per_chunk[:, p]))
         v = _order_stats(ranks, a, b, below, at_a, at_b, inside)
         if v is None:  # the bracket missed (odds ~1e-9 at 6 sigma): exact, slow fallback
             v = [float(x) for x in np.partition(flat, ranks)[list(ranks)]]
@@ -174,30 +193,32 @@ def series_window(stack, low_pct, high_pct):
 @njit(cache=True, inline="always")
 def _window_scale(lo, hi):
     """Grey levels per intensity unit; 0 for a degenerate window so that everything maps to 0."""
-    return 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.float32(255.0 / (hi - lo) if hi > lo else 0.0)
 
 
 @njit(cache=True, inline="always")
 def _to_grey(value, lo, scale):
     g = (value - lo) * scale
-    g = min(max(g, 0.0), 255.0)
-    return np.uint8(g + 0.5)
+    g = min(max(g, np.float32(0.0)), np.float32(255.0))
+    return np.uint8(g + np.float32(0.5))
 
 
 @njit(cache=True, inline="always")
-def _bilinear(img, x, y):
-    """Bilinear sample of ``img`` [H, W] at (col x, row y); outside points take the edge pixel."""
-    h, w = img.shape
-    x = min(max(x, 0.0), w - 1.0)
-    y = min(max(y, 0.0), h - 1.0)
-    x0 = int(x)  # floor: x >= 0 here
-    y0 = int(y)
-    x1 = min(x0 + 1, w - 1)
-    y1 = min(y0 + 1, h - 1)
-    fx = x - x0
-    fy = y - y0
-    top = img[y0, x0] + (img[y0, x1] - img[y0, x0]) * fx
-    bottom = img[y1, x0] + (img[y1, x1] - img[y1, x0]) * fx
+def _bilinear(voxels, base, h, w, x, y):
+    """Bilinear sample at (col x, row y) of the [h, w] image starting at flat offset ``base`` of
+    ``voxels`` (a flattened C-order stack); outside points take the edge pixel. Flat unsigned
+    indices and float32 arithmetic keep the inner loops free of wraparound checks."""
+    x = min(max(np.float32(x), np.float32(0.0)), np.float32(w - 1))
+    y = min(max(np.float32(y), np.float32(0.0)), np.float32(h - 1))
+    x0 = np.uint64(x)  # floor: x >= 0 here
+    y0 = np.uint64(y)
+    x1 = min(x0 + np.uint64(1), np.uint64(w - 1))
+    row0 = base + y0 * np.uint64(w)
+    row1 = base + min(y0 + np.uint64(1), np.uint64(h - 1)) * np.uint64(w)
+    fx = x - np.float32(x0)
+    fy = y - np.float32(y0)
+    top = voxels[row0 + x0] + (voxels[row0 + x1] - voxels[row0 + x0]) * fx
+    bottom = voxels[row1 + x0] + (voxels[row1 + x1] - voxels[row1 + x0]) * fx
     return top + (bottom - top) * fy
 
 
@@ -210,8 +231,9 @@ def normalize_uint8(stack, lo, hi):
     flat = stack.reshape(-1)  # a view (ravel may copy)
     out = np.empty(flat.size, np.uint8)
     scale = _window_scale(lo, hi)
+    lo32 = np.float32(lo)
     for i in prange(flat.size):
-        out[i] = _to_grey(flat[i], lo, scale)
+        out[i] = _to_grey(flat[i], lo32, scale)
     return out.reshape(stack.shape)
 
 
@@ -232,10 +254,12 @@ def crop_stack(stack, slice_idx, center_col, center_row, spacing_row_mm, spacing
     Rotating in millimetres keeps the box square on anisotropic pixels. a = +90 degrees puts the
     image's +row direction along the output's +col direction.
     """
-    n_slices = stack.shape[0]
+    n_slices, h, w = stack.shape
+    voxels = stack.reshape(-1)
     n = slice_idx.size
     out = np.empty((n, out_px, out_px), np.uint8)
     scale = _window_scale(lo, hi)
+    lo32 = np.float32(lo)
     step = box_mm / out_px
     half = out_px / 2.0 - 0.5
     cos_a = math.cos(angle_rad)
@@ -248,11 +272,11 @@ def crop_stack(stack, slice_idx, center_col, center_row, spacing_row_mm, spacing
     for t in prange(n * out_px):  # one task per output row: balanced even for few slices
         k = t // out_px
         i = t - k * out_px
-        img = stack[min(max(slice_idx[k], 0), n_slices - 1)]
+        base = np.uint64(min(max(slice_idx[k], 0), n_slices - 1) * h * w)
         x = center_col - half * dcol_du + (i - half) * dcol_dv  # sample point of output col 0
         y = center_row - half * drow_du + (i - half) * drow_dv
         for j in range(out_px):
-            out[k, i, j] = _to_grey(_bilinear(img, x, y), lo, scale)
+            out[k, i, j] = _to_grey(_bilinear(voxels, base, h, w, x, y), lo32, scale)
             x += dcol_du
             y += drow_du
     return out
@@ -270,8 +294,10 @@ def resample_volume(stack, out_slices, out_px, lo, hi):
     spacing to map localiser outputs back.
     """
     n_slices, h, w = stack.shape
+    voxels = stack.reshape(-1)
     out = np.empty((out_slices, out_px, out_px), np.uint8)
     scale = _window_scale(lo, hi)
+    lo32 = np.float32(lo)
     sx = w / out_px
     sy = h / out_px
     z_step = (n_slices - 1) / (out_slices - 1) if out_slices > 1 else 0.0
@@ -282,12 +308,14 @@ def resample_volume(stack, out_slices, out_px, lo, hi):
         z = z_first + k * z_step
         z0 = min(int(z), n_slices - 1)
         z1 = min(z0 + 1, n_slices - 1)
-        fz = z - z0
+        fz = np.float32(z - z0)
+        base0 = np.uint64(z0 * h * w)
+        base1 = np.uint64(z1 * h * w)
         y = (i + 0.5) * sy - 0.5
-        for j in range(out_px):
-            x = (j + 0.5) * sx - 0.5
-            value = _bilinear(stack[z0], x, y)
-            if fz > 0.0:
-                value += (_bilinear(stack[z1], x, y) - value) * fz
-            out[k, i, j] = _to_grey(value, lo, scale)
+        x = 0.5 * sx - 0.5
+        for j in range(out_px):  # branch-free: at fz == 0 the lerp returns the first plane exactly
+            a = _bilinear(voxels, base0, h, w, x, y)
+            b = _bilinear(voxels, base1, h, w, x, y)
+            out[k, i, j] = _to_grey(a + (b - a) * fz, lo32, scale)
+            x += sx
     return out
