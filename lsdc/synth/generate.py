@@ -1,0 +1,160 @@
+"""`lsdc synth OUT --studies N --seed S [--test-studies M] [--workers W]`: a synthetic dataset in the
+Kaggle layout (SPEC.md section 2), severity planted in the anatomy only.
+
+Every study is drawn from its own generator ``default_rng([seed, split, index])`` and written by one
+worker, so the output (CSV bytes, pixel data, UIDs) depends on the seed only, never on ``--workers``.
+The test split also gets its answers, ``test_labels.csv`` and ``test_label_coordinates.csv``, which no
+pipeline stage reads.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.schema import CONDITIONS, DESCRIPTION_OF_VIEW, LEVELS, SEVERITIES
+from . import dicom_write, labels, phantom, render, tables
+from .series import Variety, coordinate_rows, plan_study
+
+SPLITS = ("train", "test")
+MAX_SERIES_PER_STUDY = 4
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    seed: int
+    split: str
+    index: int
+    study_id: int
+    series_ids: tuple
+    out_dir: str
+    variety: Variety
+
+
+def study_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
+
+
+def make_jobs(out_dir, studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety()) -> list:
+    """One job per study with unique, seed-determined study and series IDs (7-10 digits)."""
+    rng = np.random.default_rng([int(seed), 7919])
+    total = studies + test_studies
+    used: set[int] = set()
+
+    def draw(n):
+        out = []
+        while len(out) < n:
+            digits = int(rng.choice([7, 8, 9, 10], p=[0.1, 0.2, 0.3, 0.4]))
+            v = int(rng.integers(10 ** (digits - 1), min(10 ** digits, 4_294_967_295)))
+            if v not in used:
+                used.add(v)
+                out.append(v)
+        return out
+
+    study_ids = draw(total)
+    series_ids = draw(total * MAX_SERIES_PER_STUDY)
+    jobs = []
+    for i in range(total):
+        split, index = ("train", i) if i < studies else ("test", i - studies)
+        sids = tuple(series_ids[i * MAX_SERIES_PER_STUDY:(i + 1) * MAX_SERIES_PER_STUDY])
+        jobs.append(StudyJob(int(seed), split, index, study_ids[i], sids, str(out_dir), variety))
+    return jobs
+
+
+def build_study(job: StudyJob):
+    """(anatomy, blank mask, series plans, choices) of a job: everything but the pixels."""
+    rng = study_rng(job.seed, job.split, job.index)
+    anat = phantom.make_study(rng)
+    blank = labels.sample_blanks(rng)
+    plans, choices = plan_study(rng, anat, job.series_ids, job.variety)
+    return anat, blank, plans, choices, rng
+
+
+def ground_truth(studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety()) -> dict:
+    """study_id -> (split, StudyAnatomy, series plans) of the dataset ``synth`` writes with these
+    arguments, without rendering: landmarks in patient mm, severities, narrowing, geometry."""
+    out = {}
+    for job in make_jobs("", studies, seed, test_studies, variety):
+        anat, _, plans, _, _ = build_study(job)
+        out[job.study_id] = (job.split, anat, plans)
+    return out
+
+
+def run_job(job: StudyJob) -> dict:
+    """Render and write one study's DICOMs; return its CSV rows."""
+    anat, blank, plans, choices, rng = build_study(job)
+    volume = render.paint(anat, tuple(sorted({p.sequence for p in plans})))
+    study_dir = Path(job.out_dir) / f"{job.split}_images" / str(job.study_id)
+    files = 0
+    for plan in plans:
+        slab = render.slab(volume, plan.sequence, plan.iop, plan.thickness_mm)
+        field, stored = render.bias_field(plan.bias, plan.rows, plan.cols), []
+        for ipp in plan.ipps:
+            rel = render.sample_slice(volume, slab, anat, plan.sequence, ipp, plan.iop, plan.spacing_rc,
+                                      plan.rows, plan.cols)
+            phys = render.acquire(rel, plan.scale, plan.noise, field, rng)
+            stored.append(dicom_write.to_stored(plan, phys))
+        files += len(dicom_write.write_series(plan, stored, study_dir / str(plan.series_id), seed=job.seed,
+                                              study_id=job.study_id, description=DESCRIPTION_OF_VIEW[plan.view]))
+    labels_row = ["" if blank[i, j] else SEVERITIES[anat.severity[i, j]]
+                  for i in range(len(CONDITIONS)) for j in range(len(LEVELS))]
+    return {"study_id": job.study_id, "split": job.split, "labels": labels_row,
+            "coordinates": coordinate_rows(anat, plans, blank),
+            "series": [(p.series_id, DESCRIPTION_OF_VIEW[p.view]) for p in plans],
+            "files": files, "choices": choices}
+
+
+def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int | None = 1,
+          variety: Variety = Variety()) -> dict:
+    """Write the dataset under ``out_dir`` (absent or empty); returns a summary dict."""
+    out_dir = Path(out_dir)
+    for name, value, low in (("studies", studies, 1), ("test_studies", test_studies, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InputError(f"--workers must be an integer >= 1, got {workers!r}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise InputError(f"{out_dir}: output exists and is not an empty directory")
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = make_jobs(out_dir, int(studies), int(seed), int(test_studies), variety)
+    workers = min(int(workers), len(jobs))
+    if workers == 1:
+        records = [run_job(j) for j in jobs]
+    else:
+        # fork: no start-up imports and no __main__ guard needed in callers' scripts
+        ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            records = list(pool.map(run_job, jobs))
+    tables.write_tables(out_dir, records)
+    train = [r for r in records if r["split"] == "train"]
+    return {"out_dir": str(out_dir), "seed": int(seed), "train_studies": len(train),
+            "test_studies": len(records) - len(train), "series": sum(len(r["series"]) for r in records),
+            "files": sum(r["files"] for r in records), "workers": workers,
+            "label_mix": tables.label_mix(train), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def configure(parser) -> None:
+    parser.add_argument("out", metavar="OUT", help="output directory (must not exist, or be empty)")
+    parser.add_argument("--studies", type=int, required=True, help="number of train studies (>= 1)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    parser.add_argument("--test-studies", type=int, default=0,
+                        help="number of test studies: test_images/, sample_submission.csv and answers")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel processes (default: all cores); the output does not depend on it")
+
+
+def run(args) -> int:
+    s = synth(args.out, args.studies, args.seed, args.test_studies, args.workers)
+    mix = " / ".join(f"{k} {v:.1%}" for k, v in s["label_mix"].items())
+    print(f"wrote {s['train_studies']} train + {s['test_studies']} test studies, {s['series']} series, "
+          f"{s['files']} files to {s['out_dir']} in {s['seconds']} s with {s['workers']} worker(s); "
+          f"train labels: {mix}")
+    return 0
