@@ -1,0 +1,164 @@
+"""`lsdc preprocess DATA_DIR OUT`: DICOM studies -> the Zarr crop store, once, in parallel, resumably.
+
+Studies are converted independently (a pool of worker processes), each committed atomically as a part
+file; then the store is assembled from all parts. Rerunning the same command after a crash or
+``kill -9`` converts only the studies without a valid part and assembles again. ``--shard I/N``
+converts only studies with ``study_id % N == I`` and stops before assembly; run the command once more
+without ``--shard`` (on any machine that sees OUT) to assemble the store from every shard's parts.
+
+Exit codes: 0 all converted; 3 converted, but something was skipped (see OUT/report.json);
+2 bad input (one error line).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..core.config import Config, load_config
+from ..core.errors import InputError
+from .crops import convert_study, study_fingerprint
+from .parts import clean_stale_tmp, part_path, read_part, save_part
+from .plan import SPLITS, StudyJob, build_jobs, input_files, parse_shard, shard
+from .store import assemble
+
+EXIT_SKIPPED = 3
+REPORT_FILE = "report.json"
+
+
+def _convert_and_commit(job: StudyJob, pcfg, out_dir: str) -> tuple[int, int]:
+    """Worker: one study -> one committed part. Returns (study_id, slices read)."""
+    r = convert_study(job, pcfg)
+    save_part(part_path(out_dir, job.study_id), r.fingerprint, r.crops, r.rows, r.volumes, r.volume_rows, r.skips)
+    return job.study_id, r.slices_read
+
+
+def _is_done(job: StudyJob, pcfg, out_dir) -> bool:
+    part = read_part(part_path(out_dir, job.study_id))
+    return part is not None and part.fingerprint == study_fingerprint(job, pcfg)
+
+
+def _run_jobs(jobs, pcfg, out_dir, workers: int, progress: bool) -> int:
+    bar = tqdm(total=len(jobs), unit="study", desc="preprocess", disable=not progress)
+    slices = 0
+    if workers <= 1:
+        for job in jobs:
+            slices += _convert_and_commit(job, pcfg, str(out_dir))[1]
+            bar.update()
+    else:
+        # fork is safe: numba runs the fork-safe workqueue layer (numba_setup) and no CUDA is touched here
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            futures = [pool.submit(_convert_and_commit, job, pcfg, str(out_dir)) for job in jobs]
+            for f in as_completed(futures):
+                slices += f.result()[1]
+                bar.update()
+    bar.close()
+    return slices
+
+
+def _versions() -> dict:
+    import numba
+    import numpy
+    import pydicom
+    import zarr
+    return {"lsdc": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+            "zarr": zarr.__version__, "pydicom": pydicom.__version__, "numba": numba.__version__}
+
+
+def _fingerprint(files: dict, parts) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + Path(files[name]).read_bytes())
+    for p in parts:
+        h.update(p.fingerprint.encode())
+    return h.hexdigest()
+
+
+def preprocess(data_dir, out_dir, split: str = "train", coords=None, workers: int | None = None,
+               shard_spec: str | None = None, cfg: Config | None = None, progress: bool = True) -> dict:
+    """Convert (the shard of) the studies under ``data_dir`` into the store at ``out_dir``; returns the report."""
+    cfg = cfg or Config()
+    pcfg = cfg.preprocess
+    t0 = time.perf_counter()
+    files = input_files(data_dir, split, coords)
+    jobs, skips = build_jobs(data_dir, split, coords)
+    if not jobs:
+        raise InputError(f"{files['series']}: no studies to convert")
+    sh = parse_shard(shard_spec)
+    mine = shard(jobs, *sh) if sh else jobs
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(out_dir)
+    todo = [j for j in mine if not _is_done(j, pcfg, out_dir)]
+    workers = os.cpu_count() if workers is None else workers
+    slices = _run_jobs(todo, pcfg, out_dir, min(workers, len(todo)), progress)
+    cfg.save(out_dir)
+    report = {"split": split, "studies": len(mine), "converted_now": len(todo),
+              "resumed": len(mine) - len(todo), "slices_read": slices}
+    if sh:
+        report["shard"] = f"{sh[0]}/{sh[1]}"
+        report["skipped"] = [s for p in (read_part(part_path(out_dir, j.study_id)) for j in mine) for s in p.skips]
+        name = f"report.shard-{sh[0]}-of-{sh[1]}.json"
+    else:
+        parts = [read_part(part_path(out_dir, j.study_id)) for j in jobs]
+        attrs = {"split": split, "versions": _versions(), "fingerprint": _fingerprint(files, parts),
+                 "inputs": {k: str(v) for k, v in files.items()}}
+        report["counts"] = assemble(out_dir, parts, pcfg, attrs)
+        report["skipped"] = skips + [s for p in parts for s in p.skips]
+        name = REPORT_FILE
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    report["skip_reasons"] = _tally(report["skipped"])
+    (out_dir / name).write_text(json.dumps(report, indent=1, default=_json_default))
+    return report
+
+
+def _tally(skipped) -> dict:
+    out: dict[str, int] = {}
+    for s in skipped:
+        out[s["reason"]] = out.get(s["reason"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def configure(p) -> None:
+    p.add_argument("data_dir", help="competition-format folder (train.csv, *_images/, ...)")
+    p.add_argument("out", help="store folder (created; resumed when it exists)")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--coords", default=None, help="coordinates in train_label_coordinates.csv format "
+                   "(required for --split test; how inference reuses this converter)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="convert only studies with study_id %% N == I")
+    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="--key=value", help="config overrides")
+    p.epilog = __doc__.split("\n\n", 1)[1]
+
+
+def run(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    rep = preprocess(args.data_dir, args.out, args.split, args.coords, args.workers, args.shard, cfg,
+                     progress=not args.no_progress)
+    counts = rep.get("counts", {})
+    for view, c in counts.items():
+        print(f"{view:12s} {c['samples']:6d} samples  {c['studies']:5d} studies" +
+              (f"  {c['volumes']:5d} volumes" if "volumes" in c else ""))
+    print(f"studies {rep['studies']} (converted now {rep['converted_now']}, resumed {rep['resumed']}), "
+          f"{rep['slices_read']} slices in {rep['seconds']:.1f} s")
+    if rep["skipped"]:
+        print(f"skipped {len(rep['skipped'])}: {rep['skip_reasons']} (details in report.json)")
+        return EXIT_SKIPPED
+    return 0

@@ -1,0 +1,103 @@
+"""One file per converted study: the unit of atomicity, resumption and sharding.
+
+A worker writes ``OUT/_parts/<study_id>.npz`` to a temporary name and renames it into place, so a study
+is committed whole or not at all (a ``kill -9`` leaves at most a stray ``.tmp`` file, which is
+ignored and removed). Shards on several machines write disjoint part files; assembling the Zarr store
+from all parts is a separate, repeatable step.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from numcodecs import Blosc
+
+
+PARTS_DIR = "_parts"
+_CODEC = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
+
+
+def parts_dir(out_dir) -> Path:
+    return Path(out_dir) / PARTS_DIR
+
+
+def part_path(out_dir, study_id: int) -> Path:
+    return parts_dir(out_dir) / f"{int(study_id)}.npz"
+
+
+def save_part(path: Path, fingerprint: str, crops: dict, rows: dict, volumes: dict, volume_rows: dict,
+              skips: list) -> None:
+    """Atomically write one study: crops/volumes are {view: uint8 array}, rows {view: [dict, ...]}."""
+    arrays = {}
+    meta = {"fingerprint": fingerprint, "rows": rows, "volume_rows": volume_rows, "skips": skips, "shapes": {}}
+    for kind, table in (("crops", crops), ("volumes", volumes)):
+        for view, arr in table.items():
+            key = f"{kind}/{view}"
+            arrays[key] = np.frombuffer(_CODEC.encode(np.ascontiguousarray(arr)), dtype=np.uint8)
+            meta["shapes"][key] = list(arr.shape)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # the commit point
+
+
+class Part:
+    """A committed study, read lazily: metadata at once, pixels on demand."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with np.load(self.path) as z:
+            self.meta = json.loads(z["meta"].tobytes())
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    def rows(self, view: str) -> list[dict]:
+        return self.meta["rows"].get(view, [])
+
+    def volume_rows(self, view: str) -> list[dict]:
+        return self.meta["volume_rows"].get(view, [])
+
+    @property
+    def skips(self) -> list[dict]:
+        return self.meta["skips"]
+
+    def array(self, kind: str, view: str) -> np.ndarray:
+        key = f"{kind}/{view}"
+        shape = self.meta["shapes"].get(key)
+        if shape is None:
+            return None
+        with np.load(self.path) as z:
+            raw = z[key].tobytes()
+        return np.frombuffer(_CODEC.decode(raw), dtype=np.uint8).reshape(shape)
+
+
+def read_part(path: Path) -> Part | None:
+    """The committed part, or None when it is missing or unreadable (then the study is redone)."""
+    try:
+        return Part(path)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def clean_stale_tmp(out_dir) -> int:
+    """Remove temporary files left by killed workers; returns how many."""
+    n = 0
+    d = parts_dir(out_dir)
+    if d.is_dir():
+        for p in d.glob("*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
