@@ -103,6 +103,8 @@ def test_layout_and_readers(dataset):
         "train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv", "train_images",
         "test_images", "test_series_descriptions.csv", "sample_submission.csv", "test_labels.csv",
         "test_label_coordinates.csv"}
+    for csv in out.glob("*.csv"):
+        assert len(pd.read_csv(csv)) > 0, csv.name
     assert tuple(pd.read_csv(out / "train.csv").columns) == TRAIN_COLUMNS
     train, test = read_train(out / "train.csv"), read_train(out / "test_labels.csv")
     assert len(train) == TRAIN and len(test) == TEST and not set(train.study_id) & set(test.study_id)
@@ -303,7 +305,8 @@ def test_cli_writes_dataset_and_rejects_bad_arguments(tmp_path, capsys):
     for argv in (["synth", str(tmp_path / "e"), "--studies", "0"],
                  ["synth", str(out), "--studies", "1"],
                  ["synth", str(tmp_path / "f"), "--studies", "1", "--workers", "0"],
-                 ["synth", str(tmp_path / "g"), "--studies", "1", "--test-studies", "-1"]):
+                 ["synth", str(tmp_path / "g"), "--studies", "1", "--test-studies", "-1"],
+                 ["synth", str(tmp_path / "h"), "--studies", "1", "--seed", "-3"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("lsdc synth: error:") and "Traceback" not in err[0]

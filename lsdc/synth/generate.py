@@ -114,7 +114,7 @@ def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int 
           variety: Variety = Variety()) -> dict:
     """Write the dataset under ``out_dir`` (absent or empty); returns a summary dict."""
     out_dir = Path(out_dir)
-    for name, value, low in (("studies", studies, 1), ("test_studies", test_studies, 0)):
+    for name, value, low in (("studies", studies, 1), ("test_studies", test_studies, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
     workers = (os.cpu_count() or 1) if workers is None else workers
