@@ -22,7 +22,7 @@ from lsdc.core.schema import AX_T2, SAG_T1, SAG_T2
 from lsdc.loaders.augment import PARAM_KEYS, draw_params, identity_params, max_translate_px
 from lsdc.loaders.batching import EpochPlan
 from lsdc.loaders.factory import create_loader
-from lsdc.loaders.reader import StoreReader, epoch_order, epoch_rng, open_view, shard, split_batches
+from lsdc.loaders.reader import StoreReader, epoch_order, open_view, shard, split_batches
 from lsdc.preprocess.store import STORE_VERSION, crops_array, read_index
 
 BATCH = 4
@@ -215,21 +215,22 @@ def test_backend_epoch_shapes_labels_and_sample_set(synth_store, backend):
 
 
 @pytest.mark.dali
-def test_dali_equals_torch(synth_store):
-    """Same rows, same params -> same tensors: exact up to float rounding without augmentation
+@pytest.mark.parametrize("augment,channels,atol", [(False, 3, 1e-5), (True, 3, 5e-3), (False, 1, 1e-5)])
+def test_dali_equals_torch(synth_store, augment, channels, atol):
+    """Same rows, same params -> same tensors: equal up to float rounding without augmentation
     (tolerance 1e-5), within 5e-3 (normalised units, ~0.3 grey levels) with it (bilinear weights)."""
     _needs_dali()
     _, store = synth_store
-    for augment, atol in ((False, 1e-5), (True, 5e-3)):
-        out = {}
-        for backend in ("torch", "dali"):
-            loader = create_loader(_cfg(backend, augment), store, AX_T2, None, train=True)
-            out[backend] = _epoch(loader, epoch=1)
-        assert len(out["torch"]) == len(out["dali"])
-        for a, b in zip(out["torch"], out["dali"]):
-            for k in ("row", "label", "level", "side", "study_id"):
-                assert torch.equal(a[k], b[k]), k
-            torch.testing.assert_close(b["image"], a["image"], atol=atol, rtol=0)
+    out = {}
+    for backend in ("torch", "dali"):
+        loader = create_loader(_cfg(backend, augment, channels=channels), store, AX_T2, None, train=True)
+        out[backend] = _epoch(loader, epoch=1)
+    assert len(out["torch"]) == len(out["dali"])
+    for a, b in zip(out["torch"], out["dali"]):
+        for k in ("row", "label", "level", "side", "study_id"):
+            assert torch.equal(a[k], b[k]), k
+        assert a["image"].shape[2] == channels
+        torch.testing.assert_close(b["image"], a["image"], atol=atol, rtol=0)
 
 
 def _dot_centres(image: torch.Tensor) -> torch.Tensor:

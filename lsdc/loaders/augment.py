@@ -42,6 +42,13 @@ def norm_constants(channels: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def norm_affine(channels: int, grey_max: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale, offset) per channel: (x / grey_max - mean) / std == x * scale + offset. Both
+    backends normalise in this form (grey_max 255 folds the uint8 scaling in when nothing else runs)."""
+    mean, std = norm_constants(channels)
+    return (1 / (std * grey_max)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
 def max_translate_px(lcfg: LoaderConfig, spec: CropSpec) -> float:
     """Largest translation: translate_frac of out_px, capped by the stored margin on each side."""
     return min(lcfg.translate_frac * spec.out_px, (spec.store_px - spec.out_px) / 2)

@@ -8,7 +8,7 @@ S_store/S (11/7 by default). Everything else is DALI:
 
     source uint8 (S, P, P, 1) FHWC --.gpu()?--> warp_affine (one matrix per sample, all frames, straight
     to out_px: rotation + scale + translation + centre crop in one resampling) -> brightness_contrast
-    -> clamp, pow(gamma) -> + noise_std * slice of the noise bank -> crop_mirror_normalize to FCHW
+    -> clamp, pow(gamma) -> + noise_std * slice of the noise bank -> per-channel scale + offset to FCHW
 
 On a host with a GPU (``device_id`` set) the data moves to the device right after the source and every
 op runs there; without one the same graph runs on CPU operators (``device_id=None``). The math is
@@ -20,13 +20,12 @@ import queue
 import threading
 
 import numpy as np
-import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali import math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from ..core.config import CropSpec
-from .augment import affine_matrices, noise_bank, norm_constants
+from .augment import affine_matrices, noise_bank, norm_affine
 from .batching import META_KEYS, EpochPlan, RawBatch
 
 OUTPUTS = ("image", "row") + META_KEYS
@@ -54,11 +53,9 @@ def slice_stack_pipeline(source, spec: CropSpec, channels: int, augment: bool, d
     params, ids = rest[:n_params], rest[n_params:]
     O = spec.out_px
     if device == "gpu":
-        x = x.gpu()
+        x = x.gpu()  # everything below runs on the device (arithmetic moves its CPU operands there)
     if augment:
         mtx, bright, contrast, gamma, noise_std, anchor = params
-        if device == "gpu":  # per-sample scalars of arithmetic ops live beside the data
-            gamma, noise_std = gamma.gpu(), noise_std.gpu()
         x = fn.warp_affine(x, matrix=mtx, size=[O, O], dtype=types.FLOAT)  # dst -> src, border repeated
         x = fn.brightness_contrast(x, brightness=1 / 255, brightness_shift=bright, contrast=contrast,
                                    contrast_center=127.5)
@@ -66,11 +63,13 @@ def slice_stack_pipeline(source, spec: CropSpec, channels: int, augment: bool, d
         bank = types.Constant(noise_bank(spec.slices, O)[..., None], layout="FHWC", device=device)
         x = x + fn.slice(bank, start=anchor, shape=[O, O], axis_names="HW") * noise_std
     else:
-        x = fn.crop(x, crop=[O, O], dtype=types.FLOAT) * (1 / 255)
-    mean, std = norm_constants(channels)
-    if channels == 3:
-        x = fn.cat(x, x, x, axis=3)
-    x = fn.crop_mirror_normalize(x, mean=mean.tolist(), std=std.tolist(), output_layout="FCHW", dtype=types.FLOAT)
+        x = fn.crop(x, crop=[O, O], dtype=types.FLOAT)  # the exact centre crop, grey 0..255
+    # (S, O, O, 1) FHWC is already (S, 1, O, O) FCHW in memory; one broadcast multiply-add makes the C
+    # channels (measured on CPU: 0.9 ms a sample vs 1.4 ms for cat + crop_mirror_normalize)
+    scale, offset = (types.Constant(v.reshape(1, -1, 1, 1), device=device)
+                     for v in norm_affine(channels, grey_max=1.0 if augment else 255.0))
+    x = fn.reshape(x, shape=[spec.slices, 1, O, O], layout="FCHW")
+    x = x * scale + offset
     return (x, *ids)
 
 

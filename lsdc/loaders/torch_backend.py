@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..core.config import CropSpec
-from .augment import affine_matrices, noise_bank, norm_constants
+from .augment import affine_matrices, noise_bank, norm_affine
 from .batching import EpochPlan, RawBatch
 
 
@@ -53,9 +53,9 @@ def augment_batch(raw: RawBatch, spec: CropSpec, channels: int, augment: bool) -
         y = y.add_(noise.mul_(torch.from_numpy(p["noise_std"]).view(b, 1, 1, 1)))
     else:
         m = (spec.store_px - O) // 2
-        y = x[:, :, m:m + O, m:m + O].float().mul_(1 / 255)
-    mean, std = (torch.from_numpy(v).view(1, 1, -1, 1, 1) for v in norm_constants(channels))
-    return (y.unsqueeze(2) - mean).div_(std)  # (b, S, C, O, O)
+        y = x[:, :, m:m + O, m:m + O].float()  # grey 0..255; the normalisation below divides by 255
+    scale, offset = (torch.from_numpy(v).view(1, 1, -1, 1, 1) for v in norm_affine(channels, 1.0 if augment else 255.0))
+    return y.unsqueeze(2) * scale + offset  # (b, S, C, O, O)
 
 
 def to_batch(raw: RawBatch, image: torch.Tensor) -> dict:
@@ -71,6 +71,9 @@ class _EpochDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         part, parts = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:  # one decode thread per worker: no oversubscription, no blosc pool across fork
+            import numcodecs.blosc
+            numcodecs.blosc.use_threads = False
         for raw in self.plan.batches(self.epoch, part, parts):
             yield to_batch(raw, augment_batch(raw, self.plan.spec, self.channels, self.plan.lcfg.augment))
 
