@@ -138,6 +138,8 @@ def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int 
     return {"out_dir": str(out_dir), "seed": int(seed), "train_studies": len(train),
             "test_studies": len(records) - len(train), "series": sum(len(r["series"]) for r in records),
             "files": sum(r["files"] for r in records), "workers": workers,
+            "two_axial_studies": sum(r["choices"]["two_axial"] for r in records),
+            "missing_series_studies": sum(r["choices"]["missing_view"] is not None for r in records),
             "label_mix": tables.label_mix(train), "seconds": round(time.perf_counter() - t0, 2)}
 
 
