@@ -35,12 +35,16 @@ def _load(verb: str):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that verb's module is imported (others stay one-line stubs),
+    so `lsdc synth` does not pay for importing torch."""
     parser = argparse.ArgumentParser(prog="lsdc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb, (_, help_) in VERBS.items():
         p = sub.add_parser(verb, help=help_, description=help_)
+        if only is not None and verb != only:
+            continue
         mod = _load(verb)
         if mod is None:
             p.set_defaults(_run=_not_available(verb))
@@ -57,7 +61,9 @@ def _not_available(verb: str):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=verb if verb in VERBS else "")  # "": import no verb module
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

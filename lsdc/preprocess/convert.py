@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..core.config import Config, load_config
 from ..core.errors import InputError
-from .crops import convert_study, study_fingerprint
+from .crops import convert_study, study_fingerprint, warm_up_kernels
 from .parts import clean_stale_tmp, part_path, read_part, save_part
 from .plan import SPLITS, StudyJob, build_jobs, input_files, parse_shard, shard
 from .store import assemble
@@ -54,7 +54,9 @@ def _run_jobs(jobs, pcfg, out_dir, workers: int, progress: bool) -> int:
             slices += _convert_and_commit(job, pcfg, str(out_dir))[1]
             bar.update()
     else:
-        # fork is safe: numba runs the fork-safe workqueue layer (numba_setup) and no CUDA is touched here
+        # fork is safe: numba runs the fork-safe workqueue layer (numba_setup) and no CUDA is touched
+        # here; kernels compiled in the parent are inherited by every worker
+        warm_up_kernels(pcfg)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
             futures = [pool.submit(_convert_and_commit, job, pcfg, str(out_dir)) for job in jobs]
             for f in as_completed(futures):

@@ -78,6 +78,15 @@ def _volume_row(job: StudyJob, series_id: int, view: str, s: Series) -> dict:
     })
 
 
+def warm_up_kernels(pcfg: PreprocessConfig) -> None:
+    """Compile (or load from cache) every kernel with the argument types convert_study uses, so
+    forked workers inherit them instead of each loading them again."""
+    stack = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    lo, hi = series_window(stack, pcfg.norm_low_pct, pcfg.norm_high_pct)
+    crop_stack(stack, np.arange(-1, 2, dtype=np.int64), 10.0, 12.0, 0.7, 0.7, 20.0, 16, 0.0, lo, hi)
+    resample_volume(stack, pcfg.volume_slices, pcfg.volume_px, lo, hi)
+
+
 def convert_study(job: StudyJob, pcfg: PreprocessConfig) -> StudyResult:
     res = StudyResult(job.study_id, study_fingerprint(job, pcfg))
     by_series: dict[int, list[Target]] = {}

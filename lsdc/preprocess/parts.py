@@ -17,7 +17,9 @@ from numcodecs import Blosc
 
 
 PARTS_DIR = "_parts"
-_CODEC = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
+# A part is read once, at assembly: fastest LZ4 level, no shuffle (the store's own codec is chosen
+# for read speed in store.py).
+_CODEC = Blosc(cname="lz4", clevel=1, shuffle=Blosc.NOSHUFFLE)
 
 
 def parts_dir(out_dir) -> Path:
@@ -43,10 +45,9 @@ def save_part(path: Path, fingerprint: str, crops: dict, rows: dict, volumes: di
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    with open(tmp, "wb") as f:
-        f.write(buf.getbuffer())
-        f.flush()
-        os.fsync(f.fileno())
+    # No fsync: rename is atomic against a killed process, and a part that a power loss leaves
+    # truncated fails to load, so read_part returns None and the study is simply converted again.
+    tmp.write_bytes(buf.getbuffer())
     os.replace(tmp, path)  # the commit point
 
 

@@ -63,9 +63,36 @@ class SliceHeader:
         return max(top * self.slope + self.intercept, bottom * self.slope + self.intercept)
 
 
-def _optional_float(ds, keyword):
-    value = ds.get(keyword)
-    return None if value in (None, "") else float(value)
+# Tags read for the header. DS/IS/UI/LO values are ASCII text in every transfer syntax, so they are
+# split straight from the raw element: pydicom's per-value conversion (DSfloat objects, validation)
+# cost as much as reading the file. Binary values (US) and the pixel data go through pydicom.
+_IPP, _IOP, _SPACING = 0x00200032, 0x00200037, 0x00280030
+_THICKNESS, _BETWEEN, _SLOPE, _INTERCEPT = 0x00180050, 0x00180088, 0x00281053, 0x00281052
+_INSTANCE, _DESCRIPTION, _SERIES_UID = 0x00200013, 0x0008103E, 0x0020000E
+
+
+def _text(ds, tag) -> str:
+    """The value of a text element as str ('' when absent or empty)."""
+    elem = ds.get_item(tag)
+    if elem is None or elem.value is None:
+        return ""
+    v = elem.value
+    if isinstance(v, bytes):
+        return v.decode("latin-1").strip(" \x00")
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return "\\".join(str(x) for x in v)
+    return str(v).strip()
+
+
+def _numbers(ds, tag) -> tuple | None:
+    """A numeric string element (DS/IS, possibly multi-valued) as floats; None when absent or empty."""
+    text = _text(ds, tag)
+    return tuple(float(p) for p in text.split("\\")) if text else None
+
+
+def _optional_float(ds, tag):
+    values = _numbers(ds, tag)
+    return None if values is None else values[0]
 
 
 def _read(path: Path, pixels: bool):
@@ -77,35 +104,44 @@ def _read(path: Path, pixels: bool):
         raise SeriesError("unreadable", f"{path}: cannot parse DICOM ({type(e).__name__}: {e})") from e
 
 
+def _check_orientation(iop) -> None:
+    """Two non-zero, non-parallel axes (plain Python: this runs once per file)."""
+    x, y = iop[:3], iop[3:]
+    n = (x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0])
+    norm = sum(v * v for v in n) ** 0.5
+    if not (norm > 1e-6 and norm < float("inf")):
+        raise ValueError(f"IOP {iop} has zero or parallel axes")
+
+
 def _header(ds, path: Path) -> SliceHeader:
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+    for keyword in ("Rows", "Columns"):
         if ds.get(keyword) in (None, ""):
             raise SeriesError("no_geometry", f"{path}: missing {keyword}")
-    if ds.get("InstanceNumber") in (None, ""):
-        raise SeriesError("no_instance_number", f"{path}: missing InstanceNumber")
     try:
-        ipp = tuple(float(v) for v in ds.ImagePositionPatient)
-        iop = tuple(float(v) for v in ds.ImageOrientationPatient)
-        spacing = tuple(float(v) for v in ds.PixelSpacing)
+        ipp, iop, spacing = _numbers(ds, _IPP), _numbers(ds, _IOP), _numbers(ds, _SPACING)
+        for name, value in (("ImagePositionPatient", ipp), ("ImageOrientationPatient", iop), ("PixelSpacing", spacing)):
+            if value is None:
+                raise SeriesError("no_geometry", f"{path}: missing {name}")
+        instance = _numbers(ds, _INSTANCE)
+        if instance is None:
+            raise SeriesError("no_instance_number", f"{path}: missing InstanceNumber")
         if len(ipp) != 3 or len(iop) != 6 or len(spacing) != 2 or min(spacing) <= 0:
             raise ValueError(f"IPP {ipp}, IOP {iop}, PixelSpacing {spacing}")
-        with np.errstate(all="ignore"):
-            if not np.isfinite(geometry.slice_normal(iop)).all():
-                raise ValueError(f"IOP {iop} has zero or parallel axes")
+        _check_orientation(iop)
     except (TypeError, ValueError) as e:
         raise SeriesError("no_geometry", f"{path}: malformed geometry ({e})") from e
     return SliceHeader(
-        path=path, instance_number=int(ds.InstanceNumber), ipp=ipp, iop=iop, spacing_rc=spacing,
+        path=path, instance_number=int(instance[0]), ipp=ipp, iop=iop, spacing_rc=spacing,
         rows=int(ds.Rows), cols=int(ds.Columns),
-        thickness_mm=_optional_float(ds, "SliceThickness"),
-        spacing_between_mm=_optional_float(ds, "SpacingBetweenSlices"),
+        thickness_mm=_optional_float(ds, _THICKNESS),
+        spacing_between_mm=_optional_float(ds, _BETWEEN),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-        slope=_optional_float(ds, "RescaleSlope") or 1.0,  # absent or 0 both mean "no rescale"
-        intercept=_optional_float(ds, "RescaleIntercept") or 0.0,
+        slope=_optional_float(ds, _SLOPE) or 1.0,  # absent or 0 both mean "no rescale"
+        intercept=_optional_float(ds, _INTERCEPT) or 0.0,
         bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16),
         signed=int(ds.get("PixelRepresentation", 0)) == 1,
-        description=str(ds.get("SeriesDescription", "")),
-        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        description=_text(ds, _DESCRIPTION),
+        series_uid=_text(ds, _SERIES_UID),
     )
 
 

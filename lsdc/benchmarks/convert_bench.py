@@ -1,0 +1,132 @@
+"""`lsdc bench convert [--data DATA_DIR] [--studies N] [--json FILE]`: what the one-time conversion costs.
+
+- converter slices/s: the whole `preprocess()` (plan, read, decode, sort, window, crop, assemble) on
+  one process, against the raw pydicom read + decode rate of the very same files in the same run;
+  and with all cores (the worker pool) beside it;
+- kernel speed-up: each Numba kernel against its NumPy reference (``kernel_speedup`` is the smallest);
+- peak RSS of a conversion, measured in a fresh process for half and for all the studies (flat means
+  memory does not grow with the dataset).
+Without --data a small synthetic dataset is written to a temporary folder first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+
+from ..core.errors import InputError
+from ..preprocess.convert import preprocess
+from ..preprocess.kernel_bench import kernel_speed
+from ..preprocess.plan import build_jobs
+from .timing import median_rate, table, write_json
+
+_RSS_SNIPPET = """
+import json, resource, sys
+from lsdc.preprocess.convert import preprocess
+rep = preprocess(sys.argv[1], sys.argv[2], workers=1, progress=False)
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "studies": rep["studies"]}))
+"""
+
+
+def _files(data_dir) -> list[Path]:
+    jobs, _ = build_jobs(data_dir)
+    return [f for j in jobs for sid in sorted(j.series_views) for f in sorted((j.study_dir / str(sid)).glob("*.dcm"))]
+
+
+def _pydicom_read(files) -> None:
+    for f in files:
+        pydicom.dcmread(f).pixel_array
+
+
+def _subset(data_dir: Path, k: int, dst: Path) -> Path:
+    """A dataset view with the first k studies: filtered CSVs, the images linked, not copied."""
+    dst.mkdir(parents=True)
+    series = pd.read_csv(data_dir / "train_series_descriptions.csv")
+    keep = sorted(series.study_id.unique())[:k]
+    for name in ("train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv"):
+        df = pd.read_csv(data_dir / name, dtype=str, keep_default_na=False)
+        df[df.study_id.astype(int).isin(keep)].to_csv(dst / name, index=False)
+    (dst / "train_images").symlink_to((data_dir / "train_images").resolve())
+    return dst
+
+
+def _peak_rss(data_dir: Path, work: Path) -> dict:
+    out = {}
+    n = len(pd.read_csv(data_dir / "train_series_descriptions.csv").study_id.unique())
+    for k in sorted({max(1, n // 2), n}):
+        sub = _subset(data_dir, k, work / f"subset{k}")
+        res = subprocess.run([sys.executable, "-c", _RSS_SNIPPET, str(sub), str(work / f"rss{k}")],
+                             capture_output=True, text=True, check=True)
+        out[k] = json.loads(res.stdout.strip().splitlines()[-1])["rss_mb"]
+    return out
+
+
+def bench_convert(data_dir=None, studies: int = 8, repeats: int = 3, workers: int | None = None) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="lsdc-bench-convert-"))
+    try:
+        if data_dir is None:
+            from ..synth.generate import synth
+            data_dir = work / "data"
+            synth(data_dir, studies, seed=0, workers=os.cpu_count())
+        data_dir = Path(data_dir)
+        if not (data_dir / "train_series_descriptions.csv").is_file():
+            raise InputError(f"{data_dir}: no train_series_descriptions.csv (a competition-format folder?)")
+        files = _files(data_dir)
+        runs = iter(range(10_000))
+
+        def convert(w):
+            out = work / f"store{next(runs)}"
+            preprocess(data_dir, out, workers=w, progress=False)
+            shutil.rmtree(out)
+
+        read = median_rate(lambda: _pydicom_read(files), len(files), repeats)
+        conv1 = median_rate(lambda: convert(1), len(files), repeats)
+        cores = workers or os.cpu_count()
+        conv_all = median_rate(lambda: convert(cores), len(files), repeats)
+        kernels = kernel_speed(repeats=5)
+        rss = _peak_rss(data_dir, work)
+        return {
+            "slices": len(files),
+            "pydicom_read_slices_per_s": read["per_s"],
+            "converter_slices_per_s": conv1["per_s"],
+            "converter_vs_pydicom": conv1["per_s"] / read["per_s"],
+            f"converter_{cores}_workers_slices_per_s": conv_all["per_s"],
+            "kernels": kernels,
+            "kernel_speedup": min(k["speedup"] for k in kernels.values()),
+            "peak_rss_mb": max(rss.values()),
+            "peak_rss_mb_by_studies": rss,
+            "cores": os.cpu_count(),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def configure(p) -> None:
+    p.add_argument("--data", default=None, help="competition-format folder (default: synthesise one)")
+    p.add_argument("--studies", type=int, default=8, help="studies to synthesise without --data")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None, help="pool size of the parallel run (default all cores)")
+    p.add_argument("--json", default=None, metavar="FILE")
+
+
+def run(args) -> int:
+    res = bench_convert(args.data, args.studies, args.repeats, args.workers)
+    rows = [{"what": "pydicom read+decode (1 process)", "slices/s": res["pydicom_read_slices_per_s"]},
+            {"what": "converter (1 process)", "slices/s": res["converter_slices_per_s"]}]
+    rows += [{"what": f"converter ({k.split('_')[1]} workers)", "slices/s": v}
+             for k, v in res.items() if k.startswith("converter_") and k.endswith("workers_slices_per_s")]
+    print(table(rows, ["what", "slices/s"]))
+    print(f"converter / pydicom: {res['converter_vs_pydicom']:.2f}x over {res['slices']} slices")
+    print(table([{"kernel": k, "numba ms": v["numba_s"] * 1e3, "numpy ms": v["numpy_s"] * 1e3,
+                  "speedup": v["speedup"]} for k, v in res["kernels"].items()],
+                ["kernel", "numba ms", "numpy ms", "speedup"]))
+    print(f"peak RSS (MB) by studies converted: {res['peak_rss_mb_by_studies']}")
+    write_json(args.json, res)
+    return 0
