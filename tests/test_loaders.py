@@ -337,3 +337,12 @@ def test_bench_loader_rows(synth_store, tmp_path):
     assert {r["backend"] for r in rows} == {"decode", "store", "zarr", "torch", "dicom"}
     assert all({"backend", "augment", "workers", "samples_per_s"} <= set(r) for r in rows)
     assert all(r["samples_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_empty_row_set_gives_an_empty_epoch(synth_store, backend):
+    if backend == "dali":
+        _needs_dali()
+    _, store = synth_store
+    loader = create_loader(_cfg(backend), store, SAG_T2, np.array([], np.int64), train=True)
+    assert len(loader) == 0 and _epoch(loader) == []

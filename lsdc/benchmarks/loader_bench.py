@@ -184,7 +184,7 @@ def bench(args) -> list[dict]:
                 cfg.loader.backend, cfg.loader.augment, cfg.loader.workers = backend, augment, args.workers
                 loader = create_loader(cfg, store, args.view, None, train=True)
                 add(backend, augment, args.workers, bench_loader(loader, args.repeats, args.min_samples),
-                    "CPU-only mode" if backend == "dali" and loader.device == "cpu" else "")
+                    {"cpu": "DALI CPU-only mode", "gpu": "DALI on the GPU"}.get(getattr(loader, "device", ""), ""))
                 if hasattr(loader, "close"):
                     loader.close()
         return rows

@@ -2,10 +2,11 @@
 
 For every sample on every epoch it reads the ``slices`` DICOM files around the labelled instance of the
 sample's series with pydicom (neighbours taken in instance-number order, as the seed did), applies
-the rescale, min-max normalises each slice, crops a square in pixels around (x, y) and resizes it to
-out_px. What it keeps from the seed is the cost model (no cache, one pydicom decode per slice per
-step); it drops CLAHE (OpenCV is not a dependency) and augmentation, which only makes it faster, so
-speed-ups measured against it are conservative. Training uses the store-backed backends.
+the rescale, min-max normalises each slice, crops a square of crop_mm in pixels (column spacing)
+around (x, y) and resizes it to out_px. What it keeps from the seed is the cost model (nothing cached:
+a directory listing and one pydicom decode per slice, per sample, per epoch); it drops CLAHE (OpenCV is
+not a dependency) and augmentation, which only makes it faster, so speed-ups measured against it are
+conservative. Training uses the store-backed backends.
 """
 from __future__ import annotations
 
@@ -31,19 +32,14 @@ class _DicomDataset(Dataset):
         self.meta = plan.meta
         self.root = Path(data_dir)
         self.spec, self.channels = plan.spec, channels
-        self._listing: dict[tuple, list[Path]] = {}
 
     def _files(self, study: int, series: int) -> list[Path]:
-        key = (study, series)
-        if key not in self._listing:
-            for d in IMAGES_DIRS:
-                folder = self.root / d / str(study) / str(series)
-                if folder.is_dir():
-                    self._listing[key] = sorted(folder.glob("*.dcm"), key=lambda p: int(p.stem))
-                    break
-            else:
-                raise InputError(f"{self.root}: no DICOM folder for study {study} series {series}")
-        return self._listing[key]
+        """The series' files in instance-number order, listed afresh for every sample (the seed cached nothing)."""
+        for d in IMAGES_DIRS:
+            folder = self.root / d / str(study) / str(series)
+            if folder.is_dir():
+                return sorted(folder.glob("*.dcm"), key=lambda p: int(p.stem))
+        raise InputError(f"{self.root}: no DICOM folder for study {study} series {series}")
 
     def __len__(self) -> int:
         return len(self.cols["study_id"])

@@ -168,6 +168,8 @@ class DaliLoader:
 
     def __iter__(self):
         self._stop_feeder()
+        if not len(self.plan):  # DALI treats a source that is empty from the start as an error
+            return
         self._feeder = _Feeder(self.plan, self.epoch, self.queue_depth)
         self._source.feeder = self._feeder
         self._feeder.start()
