@@ -22,10 +22,14 @@ def median_rate(fn, items_per_call: int, repeats: int = 5, warmup: int = 1) -> d
             "repeats": repeats}
 
 
-def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident set size of this process (or the largest child) in MB (Linux ru_maxrss is KiB)."""
-    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return resource.getrusage(who).ru_maxrss / 1024
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB: VmHWM where /proc has it (it resets on exec,
+    unlike ru_maxrss, which Linux carries over from the parent), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
