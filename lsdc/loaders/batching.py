@@ -1,7 +1,7 @@
 """An epoch as uint8 batches plus their augmentation params: what every store-backed backend consumes.
 
 ``EpochPlan`` is a picklable description (store reader, rows, seed, rank/world, batch size); for an
-epoch it yields :class:`RawBatch` es for one part (a DataLoader worker, or the DALI feeder thread). The
+epoch it yields the :class:`RawBatch` objects of one part (a DataLoader worker, or the DALI feeder thread). The
 order, the parts and the params are pure functions of (seed, epoch, rank, world, part, parts).
 """
 from __future__ import annotations
@@ -29,13 +29,15 @@ class RawBatch:
     params: dict
     """Per-sample augmentation params (augment.PARAM_KEYS), identity when augmentation is off."""
     row: np.ndarray
-    """int64 [b] index row ids (repeats only where a rank's share was padded, see reader.shard)."""
+    """int64 [b] index row ids (repeated only by balanced draws and by a rank's padding, see reader.shard)."""
     meta: dict
     """int64 [b] arrays: label, level, side, study_id."""
 
 
 @dataclass
 class EpochPlan:
+    """What one rank reads: rows of a view, its share of each epoch, the params; split into parts on demand."""
+
     reader: StoreReader
     meta: dict
     rows: np.ndarray
@@ -83,7 +85,7 @@ class EpochPlan:
         return split_batches(self.rank_order(epoch), parts, self.batch_size)[part]
 
     def batches(self, epoch: int, part: int = 0, parts: int = 1):
-        """RawBatch es of this rank's ``part`` of ``parts`` (whole batches; only the last may be short)."""
+        """The raw batches of this rank's ``part`` of ``parts`` (whole batches; only the last may be short)."""
         order = self.part_order(epoch, part, parts)
         prng = epoch_rng(self.seed, epoch, PARAM_STREAM, self.rank, part)
         params = draw_params(prng, self.lcfg, self.spec, len(order))
