@@ -297,6 +297,12 @@ def test_torch_workers_fork_and_spawn(synth_store):
         rows[context] = _cat(batches, "row")
         assert sorted(rows[context].tolist()) == list(range(loader.num_samples))
     assert torch.equal(rows["fork"], rows["spawn"])  # batches depend on (seed, epoch, workers) only
+    # the persistent workers follow set_epoch, also after an epoch abandoned half-way
+    it = iter(loader)
+    next(it)
+    del it
+    assert not torch.equal(_cat(_epoch(loader, 3), "row"), rows["spawn"])
+    assert torch.equal(_cat(_epoch(loader, 2), "row"), rows["spawn"])
 
 
 def test_backend_choice_is_logged_and_exposed(synth_store, caplog):

@@ -9,6 +9,7 @@ the same transform by construction.
 from __future__ import annotations
 
 import functools
+import multiprocessing as mp
 
 import numpy as np
 import torch
@@ -65,8 +66,10 @@ def to_batch(raw: RawBatch, image: torch.Tensor) -> dict:
 
 
 class _EpochDataset(IterableDataset):
-    def __init__(self, plan: EpochPlan, epoch: int, channels: int):
-        self.plan, self.epoch, self.channels = plan, epoch, channels
+    """One epoch per ``iter``; the epoch number is shared memory, so persistent workers follow set_epoch."""
+
+    def __init__(self, plan: EpochPlan, channels: int, epoch):
+        self.plan, self.channels, self.epoch = plan, channels, epoch  # epoch: a multiprocessing Value
 
     def __iter__(self):
         info = get_worker_info()
@@ -74,22 +77,33 @@ class _EpochDataset(IterableDataset):
         if info is not None:  # one decode thread per worker: no oversubscription, no blosc pool across fork
             import numcodecs.blosc
             numcodecs.blosc.use_threads = False
-        for raw in self.plan.batches(self.epoch, part, parts):
+        for raw in self.plan.batches(self.epoch.value, part, parts):
             yield to_batch(raw, augment_batch(raw, self.plan.spec, self.channels, self.plan.lcfg.augment))
 
 
 class TorchLoader:
-    """Iterable of batch dicts; ``len`` = steps per epoch; ``set_epoch`` for a new permutation."""
+    """Iterable of batch dicts; ``len`` = steps per epoch; ``set_epoch`` for a new permutation.
+
+    Workers are started once (persistent) with ``mp_context`` (None: torch's default, fork on Linux)
+    and read their part of each epoch; a worker process costs its start-up once, not every epoch.
+    """
 
     backend = "torch"
 
     def __init__(self, plan: EpochPlan, channels: int, workers: int, mp_context: str | None = None,
                  pin_memory: bool = False):
-        self.plan, self.channels, self.workers = plan, channels, workers
-        self.mp_context, self.pin_memory, self.epoch = mp_context, pin_memory, 0
+        self.plan, self.channels, self.pin_memory = plan, channels, pin_memory
+        self.workers = min(workers, len(plan))
+        self.mp_context = mp.get_context(mp_context) if self.workers else None
+        self._epoch = (self.mp_context or mp).Value("q", 0, lock=False)
+        self._dl = None
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.value = int(epoch)
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -99,8 +113,9 @@ class TorchLoader:
         return self.plan.num_samples
 
     def __iter__(self):
-        workers = min(self.workers, len(self.plan))
-        dl = DataLoader(_EpochDataset(self.plan, self.epoch, self.channels), batch_size=None, num_workers=workers,
-                        pin_memory=self.pin_memory, multiprocessing_context=self.mp_context if workers else None,
-                        prefetch_factor=2 if workers else None)
-        yield from dl
+        if self._dl is None:
+            w = self.workers
+            self._dl = DataLoader(_EpochDataset(self.plan, self.channels, self._epoch), batch_size=None,
+                                  num_workers=w, pin_memory=self.pin_memory, multiprocessing_context=self.mp_context,
+                                  prefetch_factor=2 if w else None, persistent_workers=bool(w))
+        yield from self._dl
