@@ -1,0 +1,133 @@
+"""The trainer end to end on a small synthetic store: files, exact resume, OOF, DDP, and that it learns.
+
+The store is built once per session (synth + preprocess at out_px 64) and shared by the tests here.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lsdc.core.config import load_config
+from lsdc.core.schema import VIEWS
+from lsdc.preprocess.store import read_index
+from lsdc.train import checkpoint as ckpt_io
+from lsdc.train.loop import PRED_COLUMNS, train, train_folds
+
+TINY = ["--backbone=test_resnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",
+        "--level_emb_dim=4", "--batch_size=8", "--loader.backend=torch", "--loader.workers=0", "--folds=3"]
+#: values that must match exactly between a straight run and an interrupted + resumed one
+DETERMINISTIC = ("epoch", "step", "train_loss", "val_loss", "balanced_accuracy", "recall", "confusion", "score",
+                 "lr", "best_epoch")
+
+
+def build_store(base: Path, studies: int, seed: int, out_px: int) -> Path:
+    """synth + preprocess once per session (reused when a test file asks for the same one)."""
+    from lsdc.preprocess.convert import preprocess
+    from lsdc.synth.generate import synth
+    store = base / "store"
+    if not (store / "zarr.json").is_file():
+        synth(base / "data", studies, seed, workers=2)
+        cfg = load_config(None, [f"--preprocess.{v}.out_px={out_px}" for v in VIEWS])
+        preprocess(base / "data", store, "train", None, 2, None, cfg, progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    return build_store(tmp_path_factory.getbasetemp() / "train_store_s24", studies=24, seed=7, out_px=64)
+
+
+def cfg_of(*extra):
+    return load_config(None, TINY + list(extra))
+
+
+def test_fold_run_writes_everything_and_checkpoints_load_weights_only(store, tmp_path):
+    res = train(cfg_of("--epochs=2", "--max_steps_per_epoch=2"), store, "sagittal_t1", 1, tmp_path)
+    fold = tmp_path / "fold1"
+    for f in ("metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "predictions.csv", "summary.json", "curves.png",
+              "confusion.png", "attention.png"):
+        assert (fold / f).is_file(), f
+    saved = load_config(tmp_path / "config.yaml")
+    assert saved.preprocess.sagittal_t1.out_px == 64  # the crop spec comes from the store
+    records = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for key in ("train_loss", "val_loss", "balanced_accuracy", "recall", "score", "foraminal", "samples_per_s",
+                "data_s", "compute_s", "dead_classes", "lr", "confusion", "backend", "data_wait_share"):
+        assert key in records[0], key
+    assert len(records[0]["recall"]) == 3 and records[0]["backend"] == "torch"
+    steps = [json.loads(line) for line in (fold / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 4 and all(s["data_s"] >= 0 and s["compute_s"] > 0 for s in steps)
+    ck = torch.load(fold / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best", "config", "meta"} <= set(ck)
+    assert ck["epoch"] == 1 and ck["step"] == 4 and ck["meta"]["two_sided"]
+    model, cfg, meta = ckpt_io.load_model(fold / "best.pt")
+    assert meta["view"] == "sagittal_t1" and cfg.preprocess.sagittal_t1.out_px == 64
+    pred = pd.read_csv(fold / "predictions.csv")
+    assert list(pred.columns) == list(PRED_COLUMNS) and (pred.fold == 1).all()
+    assert np.allclose(pred[["p0", "p1", "p2"]].sum(axis=1), 1, atol=1e-5)
+    assert res["balanced_accuracy"] == records[res["best_epoch"]]["balanced_accuracy"]
+    with pytest.raises(Exception, match="--resume"):  # never silently overwrite a run
+        train(cfg_of("--epochs=2", "--max_steps_per_epoch=2"), store, "sagittal_t1", 1, tmp_path)
+
+
+def test_resume_continues_exactly(store, tmp_path):
+    args = ("--epochs=3", "--max_steps_per_epoch=3", "--patience=0", "--warmup_epochs=1", "--gru_dropout=0.0")
+    train(cfg_of(*args), store, "sagittal_t2", 0, tmp_path / "straight")
+    train(cfg_of(*args, "--epochs_per_run=1"), store, "sagittal_t2", 0, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "fold0" / "summary.json").exists()  # interrupted, not finished
+    train(cfg_of(*args), store, "sagittal_t2", 0, tmp_path / "resumed", resume=True)
+
+    def read(run):
+        lines = (tmp_path / run / "fold0" / "metrics.jsonl").read_text().splitlines()
+        return [{k: json.loads(line)[k] for k in DETERMINISTIC} for line in lines]
+    straight, resumed = read("straight"), read("resumed")
+    assert [r["epoch"] for r in straight] == [0, 1, 2]
+    assert resumed == straight
+    # and a finished fold is kept, not retrained
+    again = train(cfg_of(*args), store, "sagittal_t2", 0, tmp_path / "resumed", resume=True)
+    assert again["finished"] and len(read("resumed")) == 3
+
+
+def test_fold_all_writes_out_of_fold_predictions_once_per_row(store, tmp_path):
+    res = train_folds(cfg_of("--epochs=1", "--max_steps_per_epoch=1"), store, "axial_t2", tmp_path)
+    oof = pd.read_csv(tmp_path / "oof.csv")
+    index = read_index(store, "axial_t2")
+    assert list(oof.columns) == list(PRED_COLUMNS)
+    assert sorted(oof.row) == list(range(len(index)))  # every sample predicted exactly once
+    assert (oof.study_id.to_numpy() == index.study_id.to_numpy()[oof.row]).all()
+    assert oof.groupby("study_id").fold.nunique().max() == 1 and set(oof.fold) == {0, 1, 2}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert np.isfinite(summary["oof"]["score"]) and set(summary["oof"]) >= {"balanced_accuracy", "recall", "subarticular"}
+    assert res["oof"]["samples"] == len(index)
+
+
+def test_ddp_two_cpu_ranks_share_the_epoch_and_write_once(store, tmp_path):
+    debug = tmp_path / "rows"
+    debug.mkdir()
+    env = {**os.environ, "LSDC_DEBUG_ROWS": str(debug), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "lsdc.core.cli", "train", str(store), "--view", "sagittal_t2", "--fold", "0", "--out",
+           str(tmp_path / "run"), *TINY, "--epochs=2", "--device=cpu"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = {}
+    for r in (0, 1):
+        lines = (debug / f"rows_rank{r}.txt").read_text().split("\n")
+        seen[r] = [tuple(map(int, line.split())) for line in lines if line]
+    for epoch in (0, 1):
+        a = {row for e, row in seen[0] if e == epoch}
+        b = {row for e, row in seen[1] if e == epoch}
+        assert a and b and not a & b  # disjoint shards
+        train_rows = len(read_index(store, "sagittal_t2")) - len(pd.read_csv(tmp_path / "run/fold0/predictions.csv"))
+        assert len(a | b) == train_rows  # together: the whole training split
+    records = (tmp_path / "run/fold0/metrics.jsonl").read_text().splitlines()
+    assert len(records) == 2 and json.loads(records[0])["world"] == 2  # written once, by rank 0
+    pred = pd.read_csv(tmp_path / "run/fold0/predictions.csv")
+    assert pred.row.is_unique  # validation rows gathered over ranks, each counted once
+    assert out.stdout.count("balanced accuracy") == 1
