@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -72,7 +73,21 @@ def _rate(fn, n_items: int, repeats: int) -> float:
     return median_rate(fn, n_items, repeats=repeats, warmup=1)["per_s"]
 
 
-def bench_decode(reader, repeats: int) -> float:
+def interleaved_rates(calls: dict, repeats: int) -> dict:
+    """{name: (fn, items per call)} -> {name: items/s of the median call}, the calls taken in turns so
+    that every row sees the same background load (they are compared with each other)."""
+    secs = {k: [] for k in calls}
+    for r in range(repeats + 1):  # the first round warms up
+        for k, (fn, _) in calls.items():
+            t = time.perf_counter()
+            fn()
+            if r:
+                secs[k].append(time.perf_counter() - t)
+    return {k: n / statistics.median(secs[k]) for k, (_, n) in calls.items()}
+
+
+def decode_call(reader):
+    """Blosc-decompress every chunk of the view from bytes preloaded in memory (padding slots count)."""
     from numcodecs.blosc import decompress
     blobs = [reader.chunk_path(ci).read_bytes() for ci in range(reader.n_chunks)]
     out = np.empty(reader.chunk_shape, np.uint8)
@@ -80,10 +95,11 @@ def bench_decode(reader, repeats: int) -> float:
     def run():
         for b in blobs:
             decompress(b, out)
-    return _rate(run, len(blobs) * reader.chunk, repeats)  # every decoded slot counts, padding included
+    return run, len(blobs) * reader.chunk
 
 
-def bench_store(plan, repeats: int, min_samples: int) -> float:
+def store_call(plan, min_samples: int):
+    """Whole shuffled epochs of uint8 batches through the reader (no augmentation)."""
     epochs = max(1, -(-min_samples // plan.num_samples))
     state = {"epoch": 0}
 
@@ -92,10 +108,11 @@ def bench_store(plan, repeats: int, min_samples: int) -> float:
             for _ in plan.batches(state["epoch"]):
                 pass
             state["epoch"] += 1
-    return _rate(run, epochs * plan.num_samples, repeats)
+    return run, epochs * plan.num_samples
 
 
-def bench_zarr(store, view: str, repeats: int, min_samples: int) -> float:
+def zarr_call(store, view: str, min_samples: int):
+    """zarr-python whole-chunk reads in a shuffled chunk order."""
     from ..preprocess.store import crops_array
     arr = crops_array(store, view)
     chunk = arr.chunks[0]
@@ -107,7 +124,7 @@ def bench_zarr(store, view: str, repeats: int, min_samples: int) -> float:
         for _ in range(epochs):
             for ci in rng.permutation(n_chunks):
                 arr[ci * chunk:(ci + 1) * chunk]
-    return _rate(run, epochs * arr.shape[0], repeats)
+    return run, epochs * arr.shape[0]
 
 
 def bench_loader(loader, repeats: int, min_samples: int, max_steps: int | None = None) -> float:
@@ -162,12 +179,13 @@ def bench(args) -> list[dict]:
                 "pydicom per sample" + (", 1 core" if not workers else ""))
 
         with one_core():
-            add("decode", False, 1, bench_decode(reader, args.repeats), "Blosc alone, bytes in memory, 1 core")
             plan = EpochPlan.create(reader, meta, None, spec, dataclasses.replace(cfg.loader, augment=False),
                                     args.batch_size, args.seed, train=True)
-            add("store", False, 1, bench_store(plan, args.repeats, args.min_samples), "reader + shuffle buffer, 1 core")
-            add("zarr", False, 1, bench_zarr(store, args.view, args.repeats, args.min_samples),
-                "zarr-python whole chunks, 1 core")
+            r = interleaved_rates({"decode": decode_call(reader), "store": store_call(plan, args.min_samples),
+                                   "zarr": zarr_call(store, args.view, args.min_samples)}, args.repeats)
+            add("decode", False, 1, r["decode"], "Blosc alone, bytes in memory, 1 core")
+            add("store", False, 1, r["store"], "reader + shuffle buffer, 1 core")
+            add("zarr", False, 1, r["zarr"], "zarr-python whole chunks, 1 core")
             if "dicom" in args.backend and data_dir is not None:
                 dicom(0)
         for backend in args.backend:
