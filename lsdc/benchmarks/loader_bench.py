@@ -225,6 +225,9 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def configure(p) -> None:
+    import argparse
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = __doc__.split("\n\n", 1)[1]
     p.add_argument("--data", default=None, help="competition-format folder (DICOMs; enables the dicom row)")
     p.add_argument("--store", default=None, help="an existing store (else --data, or synthetic data, is converted)")
     p.add_argument("--view", default=SAG_T2, choices=VIEWS)
