@@ -114,6 +114,27 @@ def test_reader_falls_back_on_unknown_codecs(tmp_path):
     np.testing.assert_array_equal(reader.read([2, 0]), crops[[2, 0]])
 
 
+def test_stream_batches_window_shuffle_and_ring(synth_store):
+    from lsdc.loaders.reader import SampleStream, epoch_rng
+    _, store = synth_store
+    reader = StoreReader(store, SAG_T1)
+    order = epoch_order(np.arange(len(reader)), reader.chunk, seed=0, epoch=0, shuffle=True)
+    starts = np.random.default_rng(0).integers(0, 5, len(order))
+    stored = reader.read(np.arange(len(reader)))
+    got = {}
+    for ring in (0, 2):
+        stream = SampleStream(reader, order, 8, epoch_rng(0, 0, 1), starts=starts, slices=7)
+        batches = [(x.copy(), k) for x, k in stream.batches(5, ring=ring)]
+        assert [len(k) for _, k in batches][:-1] == [5] * (len(batches) - 1)
+        ks = np.concatenate([k for _, k in batches])
+        assert sorted(ks) == list(range(len(order))) and not np.array_equal(ks, np.arange(len(order)))
+        for x, k in batches:
+            for xi, ki in zip(x, k):
+                np.testing.assert_array_equal(xi, stored[order[ki], starts[ki]:starts[ki] + 7])
+        got[ring] = ks
+    np.testing.assert_array_equal(got[0], got[2])  # reusing buffers changes nothing but allocation
+
+
 # -- epochs, shards, params ----------------------------------------------------------------------------
 def test_epoch_order_is_seeded_chunkwise_and_complete():
     rows = np.array([0, 1, 2, 5, 6, 9, 10, 11, 12, 13, 20, 21, 30])

@@ -31,6 +31,7 @@ from ..core.schema import SAG_T2, VIEWS
 from .timing import median_rate, table, write_json
 
 LOADER_BACKENDS = ("dali", "torch", "dicom")
+COLUMNS = ["backend", "augment", "workers", "samples_per_s", "load_1min", "note"]
 
 
 @contextlib.contextmanager
@@ -105,7 +106,7 @@ def store_call(plan, min_samples: int):
 
     def run():
         for _ in range(epochs):
-            for _ in plan.batches(state["epoch"]):
+            for _ in plan.batches(state["epoch"], ring=2):  # as the backends consume them
                 pass
             state["epoch"] += 1
     return run, epochs * plan.num_samples
@@ -167,9 +168,8 @@ def bench(args) -> list[dict]:
 
         def add(backend, augment, workers, rate, note=""):
             rows.append({"backend": backend, "augment": augment, "workers": workers, "samples_per_s": float(rate),
-                         "note": note})
-            print(table(rows[-1:], ["backend", "augment", "workers", "samples_per_s", "note"]).splitlines()[-1],
-                  flush=True)
+                         "load_1min": round(os.getloadavg()[0], 2), "note": note})  # other work on the host
+            print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
 
         def dicom(workers):
             cfg.loader.backend, cfg.loader.workers = "dicom", workers
@@ -249,7 +249,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     rows = bench(args)
     print()
-    print(table(rows, ["backend", "augment", "workers", "samples_per_s", "note"]))
+    print(table(rows, COLUMNS))
     for line in summary(rows):
         print(line)
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -25,7 +25,8 @@ class RawBatch:
     """b samples before augmentation; every array has b rows."""
 
     stacks: np.ndarray
-    """uint8 [b, slices, P, P]: each sample's slice window (shift already applied), stored size."""
+    """uint8 [b, slices, P, P]: each sample's slice window (shift already applied), stored size. May be
+    reused by a later batch when the producer was asked for a ring of buffers."""
     params: dict
     """Per-sample augmentation params (augment.PARAM_KEYS), identity when augmentation is off."""
     row: np.ndarray
@@ -84,27 +85,16 @@ class EpochPlan:
     def part_order(self, epoch: int, part: int = 0, parts: int = 1) -> np.ndarray:
         return split_batches(self.rank_order(epoch), parts, self.batch_size)[part]
 
-    def batches(self, epoch: int, part: int = 0, parts: int = 1):
-        """The raw batches of this rank's ``part`` of ``parts`` (whole batches; only the last may be short)."""
+    def batches(self, epoch: int, part: int = 0, parts: int = 1, ring: int = 0):
+        """The raw batches of this rank's ``part`` of ``parts`` (whole batches; only the last may be short).
+
+        ring 0: every ``stacks`` array is new; ring k: k arrays are reused in turn (SampleStream.batches)."""
         order = self.part_order(epoch, part, parts)
         prng = epoch_rng(self.seed, epoch, PARAM_STREAM, self.rank, part)
         params = draw_params(prng, self.lcfg, self.spec, len(order))
         buffer = self.lcfg.shuffle_buffer if self.shuffle else 1
         stream = SampleStream(self.reader, order, buffer, epoch_rng(self.seed, epoch, BUFFER_STREAM, self.rank, part),
                               starts=window_starts(params, self.spec), slices=self.spec.slices)
-        B, shape = self.batch_size, (self.spec.slices,) + self.reader.sample_shape[1:]
-        pos = np.empty(B, np.int64)
-        stacks, i, left = None, 0, len(order)
-        for x, k in stream:
-            if i == 0:
-                stacks = np.empty((min(B, left),) + shape, np.uint8)  # fresh: a consumer may keep it
-            stacks[i], pos[i] = x, k
-            i += 1
-            if i == len(stacks):
-                yield self._batch(stacks, pos[:i].copy(), order, params)
-                left -= i
-                i = 0
-
-    def _batch(self, stacks, pos, order, params) -> RawBatch:
-        rows = order[pos]
-        return RawBatch(stacks, take(params, pos), rows, {k: self.meta[k][rows] for k in META_KEYS})
+        for stacks, pos in stream.batches(self.batch_size, ring):
+            rows = order[pos]
+            yield RawBatch(stacks, take(params, pos), rows, {k: self.meta[k][rows] for k in META_KEYS})

@@ -93,7 +93,8 @@ class _Feeder(threading.Thread):
 
     def run(self):
         try:
-            for raw in self.plan.batches(self.epoch):
+            # DALI copies a batch when the callback returns it: depth queued + 1 being filled + 1 spare
+            for raw in self.plan.batches(self.epoch, ring=self.q.maxsize + 3):
                 if not self._put(source_tuple(raw, self.plan.spec, self.plan.lcfg.augment)):
                     return
             self._put(_END)

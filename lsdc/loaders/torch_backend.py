@@ -77,7 +77,7 @@ class _EpochDataset(IterableDataset):
         if info is not None:  # one decode thread per worker: no oversubscription, no blosc pool across fork
             import numcodecs.blosc
             numcodecs.blosc.use_threads = False
-        for raw in self.plan.batches(self.epoch.value, part, parts):
+        for raw in self.plan.batches(self.epoch.value, part, parts, ring=2):  # augment_batch copies at once
             yield to_batch(raw, augment_batch(raw, self.plan.spec, self.channels, self.plan.lcfg.augment))
 
 
