@@ -373,3 +373,13 @@ def test_empty_row_set_gives_an_empty_epoch(synth_store, backend):
     _, store = synth_store
     loader = create_loader(_cfg(backend), store, SAG_T2, np.array([], np.int64), train=True)
     assert len(loader) == 0 and _epoch(loader) == []
+
+
+def test_balanced_loader_draws_labelled_rows_with_replacement(synth_store):
+    _, store = synth_store
+    index = read_index(store, SAG_T1)
+    loader = create_loader(_cfg("torch", balanced=True), store, SAG_T1, None, train=True)
+    rows = _cat(_epoch(loader), "row").numpy()
+    assert len(rows) == len(index) == loader.num_samples
+    assert (index["label"].to_numpy()[rows] >= 0).all()
+    assert len(np.unique(rows)) < len(rows)  # with replacement
