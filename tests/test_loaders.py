@@ -270,7 +270,8 @@ def test_augmentation_is_stack_consistent(marker_store, backend):
     rows = np.arange(8)  # the samples with a marker
     plain = _cat(_epoch(create_loader(_cfg(backend, False), marker_store, SAG_T2, rows, train=True)), "image")
     # noise differs per slice by design (its bank has one field per slice): switch it off to see geometry
-    aug = _cat(_epoch(create_loader(_cfg(backend, True, noise_std=0.0), marker_store, SAG_T2, rows, train=True)), "image")
+    loader = create_loader(_cfg(backend, True, noise_std=0.0), marker_store, SAG_T2, rows, train=True)
+    aug = _cat(_epoch(loader), "image")
     c0, c1 = _dot_centres(plain), _dot_centres(aug)
     off = (CropSpec().store_px - CropSpec().out_px) / 2
     assert torch.allclose(c0, torch.tensor([DOT[0] - off, DOT[1] - off]).expand_as(c0))

@@ -3,17 +3,17 @@
 zarr-python pays ~1 ms of machinery per call, several times the Blosc decode of a 32-sample chunk, so
 the hot path reads each chunk FILE itself (Zarr v3 default key ``crops/c/<i>/0/0/0``) and decodes it
 with Blosc into a preallocated array, straight from a read-only mapping of the file that is kept for
-later epochs (copying the file into a buffer first, or mapping it anew each time, cost 2x and 1.3x the
-LZ4 decode itself). The store must not be rewritten while a reader has it open. That is only done after ``crops/zarr.json`` has been checked to
-describe exactly that layout (uint8, regular grid, chunking on the sample axis only, codecs
-bytes + blosc, no sharding or storage transformers); anything else falls back to zarr-python, with
-the same results.
+later epochs (copying the file into a buffer first, or mapping it anew each time, cost 2x and 1.3x
+the LZ4 decode itself); the store must not be rewritten while a reader has it open. That path is only
+taken after ``crops/zarr.json`` has been checked to describe exactly that layout (uint8, regular grid,
+chunking on the sample axis only, codecs bytes + blosc, no sharding or storage transformers); anything
+else falls back to zarr-python, with the same results.
 
 An epoch (``epoch_order``) visits whole chunks in a seeded random order; ``SampleStream`` then mixes
-samples in a bounded shuffle buffer (ffcv's "quasi-random" order): one decode per chunk per epoch,
-bounded memory, and no sample lost or repeated. ``shard`` and ``split_batches`` cut an epoch into
-disjoint, near-equal shares for DDP ranks and loader workers. Everything here is a pure function of
-(seed, epoch, rank, world, part), and a reader opens nothing until first used, so it pickles into
+samples within windows of consecutive chunks (ffcv's "quasi-random" order): one decode per chunk per
+epoch, bounded memory, and no sample lost or repeated. ``shard`` and ``split_batches`` cut an epoch
+into disjoint, near-equal shares for DDP ranks and loader workers. Everything here is a pure function
+of (seed, epoch, rank, world, part), and a reader opens nothing until first used, so it pickles into
 fork and spawn workers alike.
 """
 from __future__ import annotations

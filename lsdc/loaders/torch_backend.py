@@ -50,7 +50,8 @@ def augment_batch(raw: RawBatch, spec: CropSpec, channels: int, augment: bool) -
         y = y.mul_(c / 255).add_(0.5 - 0.5 * c + shift).clamp_(0, 1)
         y = y.pow_(torch.from_numpy(p["gamma"]).view(b, 1, 1, 1))
         bank = _bank(spec.slices, O)
-        noise = torch.stack([bank[:, ny:ny + O, nx:nx + O] for ny, nx in zip(p["noise_y"].tolist(), p["noise_x"].tolist())])
+        noise = torch.stack([bank[:, ny:ny + O, nx:nx + O]
+                             for ny, nx in zip(p["noise_y"].tolist(), p["noise_x"].tolist())])
         y = y.add_(noise.mul_(torch.from_numpy(p["noise_std"]).view(b, 1, 1, 1)))
     else:
         m = (spec.store_px - O) // 2
