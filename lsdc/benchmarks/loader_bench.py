@@ -11,7 +11,10 @@ Samples/s of every way to get training batches, on the same store (and source DI
           1 core (the figure the store row is compared with) and with --workers processes
 
 Without --store it converts --data (or, without --data, a small synthetic dataset) into a temporary
-store first. Each figure is the median of --repeats timed calls after a warm-up call.
+store first. Each figure is the median of --repeats timed calls after a warm-up call. The decode, store
+and zarr calls are timed in turns (they are compared with each other). samples_per_cpu_s divides by
+this process's CPU time instead (blank when worker processes do the work): on a host shared with other
+jobs it shows what the wall-clock figure would be on an idle core; load_1min records that load.
 """
 from __future__ import annotations
 
@@ -268,7 +271,7 @@ def configure(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-samples", type=int, default=1000, help="samples per timed call (whole epochs)")
-    p.add_argument("--dicom-samples", type=int, default=48, help="samples per timed call of the dicom baseline")
+    p.add_argument("--dicom-samples", type=int, default=96, help="samples per timed call of the dicom baseline")
     p.add_argument("--json", default=None, metavar="FILE", help="write the rows as a JSON list")
     p.add_argument("--config", default=None, help="YAML config file")
     from ..train.cli import accept_overrides
