@@ -17,6 +17,7 @@ VERBS = {
     "synth": ("lsdc.synth.generate", "write a synthetic dataset in the Kaggle layout"),
     "preprocess": ("lsdc.preprocess.convert", "convert DICOM studies once into the Zarr crop store"),
     "train": ("lsdc.train.cli", "train the classifier (or the level localiser) on the store"),
+    "train-localizer": ("lsdc.inference.localizer_cli", "train the sagittal level localiser on the store"),
     "bench": ("lsdc.benchmarks.cli", "throughput benchmarks: convert, loader, step"),
     "profile": ("lsdc.benchmarks.profile", "loader time vs compute time of the real training step"),
     "score": ("lsdc.metric.cli", "the official competition metric of a submission"),

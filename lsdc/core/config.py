@@ -256,6 +256,68 @@ class TrainConfig:
 
 
 @dataclass
+class LocalizerConfig:
+    """The level localiser (``lsdc train-localizer``): a 2D U-Net over the store's sagittal volumes
+    (slices as input channels) with one heatmap per keypoint over (slice, row, col). Field names carry a
+    ``loc_`` prefix so ``--key=value`` stays unambiguous beside the classifier's training keys."""
+
+    loc_width: int = 24
+    """Channels of the first U-Net stage (doubled per stage, capped at 4x)."""
+    loc_stride: int = 2
+    """Output stride of the heatmaps in volume pixels (2 or 4)."""
+    loc_epochs: int = 60
+    """Training epochs over the training folds' series."""
+    loc_batch_size: int = 8
+    """Series (volumes) per step."""
+    loc_lr: float = 2e-3
+    """Peak AdamW learning rate (linear warm-up over the first epoch, then cosine to zero)."""
+    loc_weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    loc_sigma_mm: float = 3.0
+    """Standard deviation of the Gaussian target around each keypoint, in mm along every axis."""
+    loc_folds: int = 5
+    """GroupKFold folds over studies; one of them is held out for the reported metrics."""
+    loc_holdout_fold: int = 0
+    """The held-out fold (metrics on it, model trained on the others); -1 trains on every study."""
+    loc_cross_view: bool = True
+    """Also train each volume on the other sagittal view's keypoints of its study (projected through
+    patient coordinates) and, at prediction, place each keypoint at the mean of its estimates from
+    the study's Sagittal T1 and T2 series."""
+    loc_augment: bool = True
+    """Random 3D affine (in-plane rotation/scale/shift, slice shift/scale), left-right mirror with
+    the foramen channels swapped, intensity jitter."""
+    loc_seed: int = 0
+    """Seed of the folds, initialisation and augmentation."""
+    loc_device: str = "auto"
+    """auto (cuda when available), cuda or cpu."""
+
+    def __post_init__(self):
+        _check(self.loc_width >= 4, "loc_width", f"must be >= 4, got {self.loc_width}")
+        _check(self.loc_stride in (2, 4), "loc_stride", f"must be 2 or 4, got {self.loc_stride}")
+        for k in ("loc_epochs", "loc_batch_size"):
+            _check(getattr(self, k) >= 1, k, f"must be >= 1, got {getattr(self, k)}")
+        _check(self.loc_lr > 0, "loc_lr", f"must be > 0, got {self.loc_lr}")
+        _check(self.loc_weight_decay >= 0, "loc_weight_decay", f"must be >= 0, got {self.loc_weight_decay}")
+        _check(self.loc_sigma_mm > 0, "loc_sigma_mm", f"must be > 0, got {self.loc_sigma_mm}")
+        _check(self.loc_folds >= 2, "loc_folds", f"must be >= 2, got {self.loc_folds}")
+        _check(-1 <= self.loc_holdout_fold < self.loc_folds, "loc_holdout_fold",
+               f"must be -1 or in [0, loc_folds), got {self.loc_holdout_fold}")
+        _check(self.loc_device in ("auto", "cuda", "cpu"), "loc_device",
+               f"must be auto, cuda or cpu, got {self.loc_device!r}")
+
+
+@dataclass
+class PredictConfig:
+    """``lsdc predict``: test-time choices."""
+
+    tta: bool = True
+    """Average each classifier over slice-window shifts of -1, 0, +1 (never an image flip)."""
+    calibrate: bool = True
+    """Apply the per-group temperature of RUN_DIR/calibration.json, fitting it from RUN_DIR/oof.csv
+    when the file is missing."""
+
+
+@dataclass
 class Config:
     """Everything a run needs; saved as config.yaml in every output directory."""
 
@@ -267,6 +329,10 @@ class Config:
     """The classifier."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training recipe."""
+    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
+    """The level localiser (sagittal keypoints)."""
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    """Test-time choices of ``lsdc predict``."""
 
     def __post_init__(self):
         for v in VIEWS:

@@ -1,0 +1,122 @@
+"""Run the trained classifiers of run directories on a (test) store: folds averaged, optional TTA,
+optional temperature, and the training prior for cells nothing could predict.
+
+A run directory is what ``lsdc train STORE --view V --fold K|all --out RUN_DIR`` wrote: its
+``fold*/best.pt`` are averaged (one fold or all), ``oof.csv`` / ``fold*/predictions.csv`` give the
+label frequencies (the prior) and the out-of-fold predictions calibration is fitted on.
+
+Images reach the model exactly as the validation loader builds them (``augment_batch`` of a
+``RawBatch`` with identity params: the centre crop, the same normalisation); TTA shifts the slice
+window by -1/+1 within the stored slice margin (never an image flip: left and right are the patient's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.config import Config, load_config
+from ..core.errors import InputError
+from ..core.schema import LEVELS, VIEW_CONDITIONS
+from ..loaders.augment import identity_params
+from ..loaders.batching import RawBatch
+from ..loaders.reader import StoreReader, sample_meta
+from ..loaders.torch_backend import augment_batch
+from ..train.checkpoint import load_model
+from . import calibrate as cal
+
+
+@dataclass
+class Run:
+    """One run directory: its view, fold models, temperature and label prior."""
+
+    path: Path
+    view: str
+    cfg: Config
+    checkpoints: list
+    temperature: float = 1.0
+    prior: dict = field(default_factory=dict)  # (condition, level) -> (3,) label frequencies
+    models: list = field(default_factory=list)
+
+
+def _predictions(run_dir: Path) -> pd.DataFrame | None:
+    """The run's out-of-fold predictions (oof.csv, else every fold's predictions.csv), or None."""
+    if (run_dir / "oof.csv").is_file():
+        return pd.read_csv(run_dir / "oof.csv")
+    parts = [pd.read_csv(p) for p in sorted(run_dir.glob("fold*/predictions.csv"))]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def label_prior(pred: pd.DataFrame | None, conditions) -> dict:
+    """(condition, level) -> label frequencies with one pseudo-count per class (never a zero)."""
+    out = {}
+    for c in conditions:
+        for lv in LEVELS:
+            counts = np.ones(3)
+            if pred is not None:
+                lab = pred.loc[(pred["condition"] == c) & (pred["level"] == lv), "label"]
+                lab = lab[lab >= 0].astype(int)
+                counts += np.bincount(lab, minlength=3)[:3]
+            out[(c, lv)] = counts / counts.sum()
+    return out
+
+
+def load_run(run_dir, calibrate: bool = True, device: str = "cpu") -> Run:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise InputError(f"{run_dir}: not a run directory (no config.yaml); train one with `lsdc train`")
+    ckpts = sorted(run_dir.glob("fold*/best.pt"))
+    if not ckpts:
+        raise InputError(f"{run_dir}: no fold*/best.pt; the run has not finished an epoch")
+    models, views = [], set()
+    for p in ckpts:
+        model, _, meta = load_model(p, device)
+        models.append((model, meta))
+        views.add(meta["view"])
+    if len(views) != 1:
+        raise InputError(f"{run_dir}: checkpoints of several views {sorted(views)}")
+    view = views.pop()
+    cfg = load_config(run_dir / "config.yaml")
+    pred = _predictions(run_dir)
+    run = Run(run_dir, view, cfg, ckpts, prior=label_prior(pred, VIEW_CONDITIONS[view]), models=models)
+    if calibrate:
+        c = cal.load_or_fit(run_dir)
+        run.temperature = float(c["temperature"]) if c else 1.0
+    return run
+
+
+def _images(stacks: np.ndarray, rows: np.ndarray, meta: dict, spec, channels: int, shift: int) -> torch.Tensor:
+    m = spec.slice_margin + shift
+    window = np.ascontiguousarray(stacks[:, m:m + spec.slices])
+    raw = RawBatch(window, identity_params(len(rows)), rows, {k: v[rows] for k, v in meta.items()})
+    return augment_batch(raw, spec, channels, augment=False)
+
+
+@torch.no_grad()
+def run_probs(run: Run, reader: StoreReader, meta: dict, rows: np.ndarray, spec, tta: bool) -> np.ndarray:
+    """(len(rows), 3) probabilities: mean over folds and TTA shifts, then the run's temperature."""
+    if not len(rows):
+        return np.zeros((0, 3))
+    stacks = reader.read(rows)
+    shifts = [0] + ([-1, 1] if tta and spec.slice_margin >= 1 else [])
+    level = torch.from_numpy(meta["level"][rows])
+    side = torch.from_numpy(meta["side"][rows])
+    probs = []
+    for shift in shifts:
+        x = _images(stacks, rows, meta, spec, run.cfg.loader.channels, shift)
+        for model, m in run.models:
+            device = next(model.parameters()).device
+            out = model(x.to(device), level.to(device), side.to(device) if m["two_sided"] else None)
+            probs.append(torch.softmax(out["logits"].float(), 1).cpu().numpy())
+    p = np.mean(probs, axis=0)
+    return cal.apply_temperature(p, run.temperature)
+
+
+def open_view(store, view: str, index: pd.DataFrame) -> tuple[StoreReader, dict]:
+    reader = StoreReader(store, view)
+    if len(reader) != len(index):
+        raise InputError(f"{store}/{view}: index has {len(index)} rows, crops {len(reader)}; convert again")
+    return reader, sample_meta(index)
