@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import InputError
 from .augment import norm_constants
-from .batching import META_KEYS, EpochPlan
+from .batching import META_KEYS, EpochPlan, PlannedLoader
 
 IMAGES_DIRS = ("train_images", "test_images")
 
@@ -75,7 +75,7 @@ class _DicomDataset(Dataset):
         return torch.from_numpy(out)
 
 
-class DicomLoader:
+class DicomLoader(PlannedLoader):
     """Iterable of batch dicts like the store backends; ``len`` = steps per epoch."""
 
     backend = "dicom"
@@ -83,16 +83,6 @@ class DicomLoader:
     def __init__(self, plan: EpochPlan, index, data_dir, channels: int, workers: int, mp_context: str | None = None):
         self.plan, self.workers, self.mp_context, self.epoch = plan, workers, mp_context, 0
         self.dataset = _DicomDataset(index, data_dir, plan, channels)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    @property
-    def num_samples(self) -> int:
-        return self.plan.num_samples
 
     def __iter__(self):
         order = self.plan.rank_order(self.epoch).tolist()

@@ -26,7 +26,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from ..core.config import CropSpec
 from .augment import affine_matrices, noise_bank, norm_affine
-from .batching import META_KEYS, EpochPlan, RawBatch
+from .batching import META_KEYS, EpochPlan, PlannedLoader, RawBatch
 
 OUTPUTS = ("image", "row") + META_KEYS
 _PARAM_OUTPUTS = ("matrix", "brightness", "contrast", "gamma", "noise_std", "noise_anchor")
@@ -122,7 +122,7 @@ class _Source:
         return self.feeder.get()
 
 
-class DaliLoader:
+class DaliLoader(PlannedLoader):
     """Iterable of batch dicts; ``len`` = steps per epoch; ``set_epoch`` for a new permutation."""
 
     backend = "dali"
@@ -133,16 +133,6 @@ class DaliLoader:
         self.device = "cpu" if device_id is None else "gpu"
         self.queue_depth, self.prefetch, self.epoch = queue_depth, prefetch, 0
         self._source, self._it, self._pipe, self._feeder, self._clean = _Source(), None, None, None, False
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    @property
-    def num_samples(self) -> int:
-        return self.plan.num_samples
 
     def _build(self) -> None:
         self._it = self._pipe = None  # drop an abandoned epoch's pipeline first

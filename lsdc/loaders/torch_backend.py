@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..core.config import CropSpec
 from .augment import affine_matrices, noise_bank, norm_affine
-from .batching import EpochPlan, RawBatch
+from .batching import EpochPlan, PlannedLoader, RawBatch
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,7 +82,7 @@ class _EpochDataset(IterableDataset):
             yield to_batch(raw, augment_batch(raw, self.plan.spec, self.channels, self.plan.lcfg.augment))
 
 
-class TorchLoader:
+class TorchLoader(PlannedLoader):
     """Iterable of batch dicts; ``len`` = steps per epoch; ``set_epoch`` for a new permutation.
 
     Workers are started once (persistent) with ``mp_context`` (None: torch's default, fork on Linux)
@@ -105,13 +105,6 @@ class TorchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.value = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    @property
-    def num_samples(self) -> int:
-        return self.plan.num_samples
 
     def __iter__(self):
         if self._dl is None:
