@@ -9,7 +9,7 @@ from test_train_run import TINY, build_store
 
 
 def _store(tmp_path_factory):
-    return build_store(tmp_path_factory.getbasetemp() / "train_store_s24", studies=24, seed=7, out_px=64)
+    return build_store(tmp_path_factory.getbasetemp() / "train_store_s24", studies=24, seed=3, out_px=64)
 
 
 def test_profile_reports_data_wait_and_writes_a_trace(tmp_path_factory, tmp_path, capsys):
