@@ -274,7 +274,7 @@ def configure(p) -> None:
     p.add_argument("--dicom-samples", type=int, default=96, help="samples per timed call of the dicom baseline")
     p.add_argument("--json", default=None, metavar="FILE", help="write the rows as a JSON list")
     p.add_argument("--config", default=None, help="YAML config file")
-    from ..train.cli import accept_overrides
+    from ..core.cli import accept_overrides
     accept_overrides(p)
 
 

@@ -21,7 +21,7 @@ import torch
 from ..core.config import BACKENDS, Config, load_config
 from ..core.schema import VIEWS
 from ..preprocess.store import read_index
-from ..train.cli import accept_overrides
+from ..core.cli import accept_overrides
 from ..train.folds import split_rows
 from ..train.loop import with_store_spec
 from ..train.step import build_step, resolve_device, train_step

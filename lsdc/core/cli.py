@@ -55,6 +55,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def accept_overrides(p: argparse.ArgumentParser) -> None:
+    """Let ``p`` take ``--key=value`` config overrides anywhere on the line into ``args.overrides``.
+
+    argparse rejects unknown options, so the sub-parser's parse_known_args keeps the ``--key=value``
+    strings it did not recognise (keys are checked later by load_config, which names a bad one).
+    """
+    p.allow_abbrev = False  # so an override like --out_px=64 is never read as an abbreviated --out
+    p.set_defaults(overrides=[])
+    parse = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        ns, extra = parse(args, namespace)
+        is_override = [a.startswith("--") and "=" in a for a in extra]
+        ns.overrides = list(ns.overrides) + [a for a, o in zip(extra, is_override) if o]
+        return ns, [a for a, o in zip(extra, is_override) if not o]
+
+    p.parse_known_args = parse_known_args
+    p.epilog = ((p.epilog or "") + "\nConfig overrides: any --key=value (dotted path or unique field name, "
+                "e.g. --lr=3e-4 --model.backbone=test_resnet --epochs=3).")
+
+
 def _not_available(verb: str):
     def run(args) -> int:
         raise InputError(f"'{verb}' is not yet available in this version of lsdc")

@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
+from ..core.cli import accept_overrides
 from ..core.config import Config, load_config
 from ..core.errors import InputError
 from .crops import convert_study, study_fingerprint, warm_up_kernels
@@ -146,8 +147,8 @@ def configure(p) -> None:
     p.add_argument("--shard", default=None, metavar="I/N", help="convert only studies with study_id %% N == I")
     p.add_argument("--config", default=None, help="YAML config file")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="--key=value", help="config overrides")
     p.epilog = __doc__.split("\n\n", 1)[1]
+    accept_overrides(p)
 
 
 def run(args) -> int:
