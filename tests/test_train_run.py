@@ -79,7 +79,8 @@ def test_fold_run_writes_everything_and_checkpoints_load_weights_only(store, tmp
 
 
 def test_resume_continues_exactly(store, tmp_path):
-    args = ("--epochs=3", "--max_steps_per_epoch=3", "--patience=0", "--warmup_epochs=1", "--gru_dropout=0.0")
+    # persistent loader workers (a DataLoader seeds them from torch's RNG) and dropout both in play
+    args = ("--epochs=3", "--max_steps_per_epoch=3", "--patience=0", "--warmup_epochs=1", "--loader.workers=2")
     train(cfg_of(*args), store, "sagittal_t2", 0, tmp_path / "straight")
     train(cfg_of(*args, "--epochs_per_run=1"), store, "sagittal_t2", 0, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "fold0" / "summary.json").exists()  # interrupted, not finished

@@ -18,7 +18,7 @@ from ..metric.classification import epoch_metrics
 from ..model import class_weighted_ce
 from . import distributed as dist
 from . import report
-from .step import Step, model_inputs
+from .step import Step, loader_batches, model_inputs
 
 HIGHER_IS_BETTER = {"balanced_accuracy": True, "score": False, "val_loss": False}
 
@@ -29,7 +29,7 @@ def evaluate(s: Step, loader, d: dist.Dist, keep_images: int = 4) -> dict:
     s.eval_model.eval()
     got = {"row": [], "label": [], "logits": [], "attention": []}
     images = []
-    for batch in loader:
+    for batch in loader_batches(loader):  # leaves the training RNG alone
         x, level, side = model_inputs(s, batch)
         with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
             out = s.eval_model(x, level, side)

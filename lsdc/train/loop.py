@@ -32,7 +32,7 @@ from . import distributed as dist
 from . import report
 from .evaluate import epoch_record, evaluate, is_better
 from .folds import split_rows
-from .step import build_step, resolve_device, train_step
+from .step import build_step, loader_batches, resolve_device, train_step
 
 PRED_COLUMNS = ("row", "study_id", "condition", "level", "label", "p0", "p1", "p2", "fold")
 DEBUG_ROWS_ENV = "LSDC_DEBUG_ROWS"  # a directory: each rank appends "epoch row" lines to rows_rank{R}.txt
@@ -109,7 +109,7 @@ def train(cfg: Config, store, view: str, fold: int, out_dir, resume: bool = Fals
         s.model.train()
         data_s = compute_s = loss_sum = 0.0
         samples, step_log, seen = 0, [], []
-        it = iter(train_loader)
+        it = loader_batches(train_loader)
         bar = tqdm(total=steps_per_epoch, desc=f"{view} fold {fold} epoch {epoch}", disable=not d.main, leave=False)
         for i in range(steps_per_epoch):
             t0 = time.perf_counter()

@@ -100,3 +100,16 @@ def train_step(s: Step, batch: dict) -> dict:
         s.optimizer.step()
     s.scheduler.step()
     return parts
+
+
+def loader_batches(loader):
+    """The loader's batches, fetched without touching torch's global RNG (dropout's). A DataLoader draws
+    seeds from that RNG when an epoch starts, one more on a persistent-worker loader's first epoch than
+    on later ones, so a resumed run would otherwise drift from an uninterrupted one."""
+    it = iter(loader)
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            batch = next(it, None)
+        if batch is None:
+            return
+        yield batch
