@@ -261,11 +261,11 @@ class LocalizerConfig:
     (slices as input channels) with one heatmap per keypoint over (slice, row, col). Field names carry a
     ``loc_`` prefix so ``--key=value`` stays unambiguous beside the classifier's training keys."""
 
-    loc_width: int = 24
+    loc_width: int = 16
     """Channels of the first U-Net stage (doubled per stage, capped at 4x)."""
-    loc_stride: int = 2
-    """Output stride of the heatmaps in volume pixels (2 or 4)."""
-    loc_epochs: int = 60
+    loc_stride: int = 4
+    """Output stride of the heatmaps in volume pixels (2 or 4; sub-cell precision comes from the decoder)."""
+    loc_epochs: int = 40
     """Training epochs over the training folds' series."""
     loc_batch_size: int = 8
     """Series (volumes) per step."""
@@ -273,13 +273,13 @@ class LocalizerConfig:
     """Peak AdamW learning rate (linear warm-up over the first epoch, then cosine to zero)."""
     loc_weight_decay: float = 1e-4
     """AdamW weight decay."""
-    loc_sigma_mm: float = 3.0
+    loc_sigma_mm: float = 4.0
     """Standard deviation of the Gaussian target around each keypoint, in mm along every axis."""
     loc_folds: int = 5
     """GroupKFold folds over studies; one of them is held out for the reported metrics."""
     loc_holdout_fold: int = 0
     """The held-out fold (metrics on it, model trained on the others); -1 trains on every study."""
-    loc_cross_view: bool = True
+    loc_cross_view: bool = False
     """Also train each volume on the other sagittal view's keypoints of its study (projected through
     patient coordinates) and, at prediction, place each keypoint at the mean of its estimates from
     the study's Sagittal T1 and T2 series."""

@@ -3,7 +3,9 @@
 The localiser directory holds ``localizer.pt`` (weights + meta, ``torch.load(weights_only=True)``) and
 ``localizer.json`` (held-out metrics). Meta: ``in_slices``, ``volume_px``, ``width``, ``stride``,
 ``keypoints`` ([condition, level] pairs), ``preprocess`` (the store's PreprocessConfig as a dict: the
-volumes at inference must be made the same way), ``offsets`` (see project.py).
+volumes at inference must be made the same way), ``offsets`` (see project.py), ``cross_view``,
+``slice_bias`` (mean decoded-minus-labelled slice per keypoint on the training series, subtracted
+when decoding: the decoder's systematic part, ~0.1 slice on synthetic data).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ MODEL_FILE = "localizer.pt"
 METRICS_FILE = "localizer.json"
 LOCALIZER_VERSION = 1
 #: one predicted keypoint per row (image coordinates of its series, plus patient mm)
+#: in-plane test-time shifts (output cells) added to the image and its mirror: +-1 cell along rows and columns
+TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 POINT_COLUMNS = ("study_id", "series_id", "view", "condition", "level", "slice_frac", "slice_index",
                  "instance_number", "x", "y", "x_mm", "y_mm", "z_mm", "confidence")
 
@@ -31,6 +35,7 @@ class Localizer:
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", mirror_tta: bool = True):
         self.model = model.to(device).to(memory_format=torch.channels_last).eval()
         self.meta, self.device, self.mirror_tta = meta, torch.device(device), mirror_tta
+        self.shifts: list = list(TTA_SHIFTS)  # in-plane TTA shifts, in output cells
         if [tuple(k) for k in meta["keypoints"]] != list(KEYPOINTS):
             raise InputError("localiser keypoints differ from this lsdc's; train it again")
 
@@ -45,17 +50,36 @@ class Localizer:
         for i in range(0, len(volumes), batch):
             x = torch.from_numpy(volumes[i:i + batch]).to(self.device).float().div_(255)
             x = x.contiguous(memory_format=torch.channels_last)
-            logits = self.model(x)
-            if self.mirror_tta:  # the left-right mirror image, mapped back: slices reversed, sides swapped
-                mirrored = self.model(x.flip(1))[:, list(MIRROR)].flip(2)
-                logits = torch.log_softmax(logits.flatten(2), -1) + torch.log_softmax(mirrored.flatten(2), -1)
-                logits = logits.view(mirrored.shape)
-            c, p = decode(logits, self.stride)
+            c, p = decode(self._tta_logits(x), self.stride)
             coords.append(c)
             conf.append(p)
         if not coords:
             return np.zeros((0, len(KEYPOINTS), 3)), np.zeros((0, len(KEYPOINTS)))
         return np.concatenate(coords), np.concatenate(conf)
+
+
+    def _tta_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Summed log-probabilities over the TTA views: the image, its left-right mirror (slices
+        reversed, sides swapped back) and in-plane shifts of one output cell, each mapped back."""
+        views = [(False, 0, 0)]
+        if self.mirror_tta:
+            views.append((True, 0, 0))
+        for dr, dc in self.shifts:
+            views += [(m, dr, dc) for m, *_ in list(views[:2])]
+        total = None
+        st = self.stride
+        for mirror, dr, dc in views:
+            xi = x.flip(1) if mirror else x
+            if dr or dc:
+                xi = torch.roll(xi, (dr * st, dc * st), dims=(2, 3))
+            out = self.model(xi.contiguous(memory_format=torch.channels_last))
+            if dr or dc:
+                out = torch.roll(out, (-dr, -dc), dims=(3, 4))
+            if mirror:
+                out = out[:, list(MIRROR)].flip(2)
+            lp = torch.log_softmax(out.flatten(2), -1).view(out.shape)
+            total = lp if total is None else total + lp
+        return total
 
 
 def save_localizer(out_dir, model: torch.nn.Module, meta: dict, cfg_dict: dict) -> Path:
@@ -83,12 +107,14 @@ def load_localizer(loc_dir, device: str = "cpu") -> Localizer:
     return Localizer(model, meta, device)
 
 
-def keypoint_rows(geom: VolumeGeom, coords: np.ndarray, conf: np.ndarray) -> list[dict]:
+def keypoint_rows(geom: VolumeGeom, coords: np.ndarray, conf: np.ndarray, slice_bias=None) -> list[dict]:
     """Every keypoint decoded on one series as POINT_COLUMNS dicts (nearest real slice, its
-    instance); ``own`` marks the series' own view's keypoints (the others feed :func:`fuse`)."""
+    instance); ``own`` marks the series' own view's keypoints (the others feed :func:`fuse`).
+    ``slice_bias`` (real slices per keypoint, measured on the training series) is subtracted."""
     out = []
     for k, (condition, level) in enumerate(KEYPOINTS):
         idx, x, y = geom.to_image(coords[k])
+        idx -= slice_bias[k] if slice_bias is not None else 0.0
         x = float(np.clip(x, 0, geom.cols - 1))
         y = float(np.clip(y, 0, geom.rows - 1))
         j = geom.nearest_slice(idx)
@@ -107,7 +133,8 @@ def localize_items(loc: Localizer, geoms: list, volumes: np.ndarray, fused: bool
     the other sagittal view's), mapped back."""
     fused = bool(loc.meta.get("cross_view", False)) if fused is None else fused
     coords, conf = loc.run(volumes)
-    rows = pd.DataFrame([r for i, g in enumerate(geoms) for r in keypoint_rows(g, coords[i], conf[i])],
+    bias = loc.meta.get("slice_bias")
+    rows = pd.DataFrame([r for i, g in enumerate(geoms) for r in keypoint_rows(g, coords[i], conf[i], bias)],
                         columns=list(POINT_COLUMNS) + ["own"])
     out = fuse(rows, {g.series_id: g for g in geoms}) if fused else rows[rows["own"]]
     return out.drop(columns="own").reset_index(drop=True)

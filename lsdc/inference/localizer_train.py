@@ -213,6 +213,20 @@ def fit(data: LocSet, items: np.ndarray, cfg: Config, device: torch.device, prog
     return model.eval()
 
 
+def slice_bias(loc: Localizer, data: LocSet, items: np.ndarray, fused: bool) -> list:
+    """Per keypoint, the mean of (decoded continuous slice - labelled slice) over the training series,
+    in real slices (0 where a keypoint has no label). The labels are the slices nearest the landmark,
+    so the mean rounding error is ~0 and what remains is the decoder's systematic offset."""
+    pred = localize_items(loc, [data.geoms[i] for i in items], data.volumes[items], fused=fused)
+    err = keypoint_errors(pred, data.labels[data.labels["item"].isin(items)], data.geoms)
+    bias = [0.0] * len(KEYPOINTS)
+    if len(err):
+        res = (err["slice_frac"] - err["slice_index"]).groupby([err["condition"], err["level"]]).mean()
+        for (c, lv), v in res.items():
+            bias[KEYPOINTS.index((c, lv))] = round(float(np.clip(v, -0.5, 0.5)), 4)  # a small correction only
+    return bias
+
+
 def train_localizer(store, out_dir, cfg: Config | None = None, progress: bool = True) -> dict:
     """Train, measure on the held-out fold, save OUT_DIR/localizer.pt + localizer.json; returns the metrics."""
     cfg = cfg or Config()
@@ -245,6 +259,7 @@ def train_localizer(store, out_dir, cfg: Config | None = None, progress: bool = 
     meta = {"in_slices": int(data.volumes.shape[1]), "volume_px": int(data.volumes.shape[2]), "width": lc.loc_width,
             "stride": lc.loc_stride, "keypoints": [list(k) for k in KEYPOINTS], "cross_view": lc.loc_cross_view,
             "preprocess": dataclasses.asdict(pcfg), "offsets": offsets}
+    meta["slice_bias"] = slice_bias(Localizer(model, meta, "cpu"), data, train_items, lc.loc_cross_view)
     save_localizer(out_dir, model.cpu(), meta, cfg.to_dict())
 
     metrics = {"train_series": int(len(train_items)), "heldout_series": int(len(val_items)),

@@ -119,10 +119,16 @@ def _axial_rows(study_id: int, pts: pd.DataFrame, axial_ids: list, study_dir: Pa
     return rows, notes
 
 
-def localise(data_dir: Path, split: str, work: Path, loc_dir, clock: StudyClock, workers, progress: bool) -> tuple[Path, list]:
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def localise(data_dir: Path, split: str, work: Path, loc_dir, clock: StudyClock, workers, progress: bool,
+             device: str = "cpu") -> tuple[Path, list]:
     """Steps 1-2: volumes, keypoints, axial projection -> the predicted coordinates CSV; warnings."""
     from ..preprocess.convert import preprocess
-    loc = load_localizer(loc_dir)
+    loc = load_localizer(loc_dir, device)
     t = time.perf_counter()
     empty = work / "no_coordinates.csv"
     pd.DataFrame(columns=list(COORD_COLUMNS)).to_csv(empty, index=False)
@@ -205,7 +211,8 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
     if coords is None and localizer_dir is None:
         raise InputError("pass --localizer DIR (a trained localiser) or --coords FILE (known coordinates)")
     studies, sample = _studies(data_dir, split)
-    loaded = [classify.load_run(r, calibrate=cfg.predict.calibrate) for r in runs]
+    device = _device()
+    loaded = [classify.load_run(r, calibrate=cfg.predict.calibrate, device=device) for r in runs]
     clock = StudyClock(studies)
     tmp = None
     if work_dir is None:
@@ -218,7 +225,7 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
     try:
         from ..preprocess.convert import preprocess
         if coords is None:
-            coords, notes = localise(data_dir, split, work, localizer_dir, clock, workers, progress)
+            coords, notes = localise(data_dir, split, work, localizer_dir, clock, workers, progress, device)
         t = time.perf_counter()
         pcfg = _merged_preprocess(loaded, None)
         rep = preprocess(data_dir, work / "crops", split, coords, workers, None, Config(preprocess=pcfg), progress=progress)
@@ -288,14 +295,19 @@ def configure(p) -> None:
     p.add_argument("--workers", type=int, default=None, help="conversion worker processes (default: all cores)")
     p.add_argument("--config", default=None, help="YAML config file (predict.tta, predict.calibrate)")
     p.add_argument("--no-progress", action="store_true")
-    from ..train.cli import accept_overrides
+    from ..core.cli import accept_overrides
     accept_overrides(p)
 
 
 def run(args) -> int:
+    import sys
     cfg = load_config(args.config, args.overrides)
-    s = predict(args.data_dir, args.runs, args.out, args.split, args.localizer, args.work, args.coords, cfg,
-                args.workers, progress=not args.no_progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = predict(args.data_dir, args.runs, args.out, args.split, args.localizer, args.work, args.coords, cfg,
+                    args.workers, progress=not args.no_progress)
+    for w in caught:
+        print(f"lsdc predict: warning: {w.message}", file=sys.stderr)
     print(f"wrote {s['rows']} rows for {s['studies']} studies to {s['out']} "
           f"({s['prior_cells']} cells from the training prior)")
     print(f"per study: mean {s['seconds_per_study_mean']:.2f} s, median {s['seconds_per_study_median']:.2f} s "
