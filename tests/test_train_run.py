@@ -139,15 +139,16 @@ def test_ddp_two_cpu_ranks_share_the_epoch_and_write_once(store, tmp_path):
 LEARN_MIN_BA = 0.7
 LEARN = ["--backbone=test_convnext", "--proj_dim=64", "--gru_hidden=32", "--attn_dim=32", "--level_emb_dim=16",
          "--batch_size=8", "--epochs=30", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=2",
-         "--loader.backend=torch", "--loader.workers=2", "--folds=3", "--patience=0"]
+         "--loader.backend=torch", "--loader.workers=2", "--folds=3", "--patience=0", "--augment=false"]
 
 
 @pytest.mark.slow
 def test_learns_the_planted_severity(store, tmp_path):
     """Spinal canal view, held-out fold (3 folds: ~79 train / ~35 validation samples): the best epoch's
     balanced accuracy must reach LEARN_MIN_BA, chance being 1/3. A tiny from-scratch convnext (LayerNorm:
-    no BatchNorm running statistics to lag behind fast weights) at the backbone's full lr; about a minute
-    of CPU on 2 cores (BA 1.0 by epoch ~28 in development, >= 0.83 from epoch ~13)."""
+    no BatchNorm running statistics lagging behind fast weights) at the backbone's full lr, augmentation
+    off (on 79 samples it delays learning by ~15 epochs). Measured in development: BA 0.73 at epoch 9,
+    best 0.90 at epoch 10, >= 0.73 on every later epoch; ~2 min on 2 heavily shared cores."""
     t = time.perf_counter()
     res = train(load_config(None, LEARN), store, "sagittal_t2", 0, tmp_path)
     took = time.perf_counter() - t
