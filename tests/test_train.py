@@ -12,7 +12,7 @@ from lsdc.core.errors import InputError
 from lsdc.core.schema import LEVELS, SEVERITY_WEIGHTS, VIEW_CONDITIONS
 from lsdc.metric.official import weighted_log_loss
 from lsdc.train import checkpoint as ckpt_io
-from lsdc.train.cli import accept_overrides
+from lsdc.core.cli import accept_overrides
 from lsdc.train.folds import assign_folds, split_rows
 from lsdc.train.evaluate import is_better
 from lsdc.train.step import build_step, lr_lambda, train_step

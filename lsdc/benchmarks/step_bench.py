@@ -15,7 +15,7 @@ import torch
 
 from ..core.config import Config, load_config
 from ..core.schema import SAG_T2, VIEWS
-from ..train.cli import accept_overrides
+from ..core.cli import accept_overrides
 from ..train.loop import with_store_spec
 from ..train.step import build_step, resolve_device, train_step
 from .timing import table, write_json
