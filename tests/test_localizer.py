@@ -34,7 +34,7 @@ def build_dataset(base: Path) -> tuple[Path, Path]:
         if not (data / "train.csv").is_file():
             synth(data, STUDIES, SEED, test_studies=TEST_STUDIES, workers=2)
         cfg = load_config(None, ["--preprocess.sagittal_t2.out_px=32", "--preprocess.sagittal_t1.out_px=32",
-                                 "--preprocess.axial_t2.out_px=32"])
+                                 "--preprocess.axial_t2.out_px=32", "--volume_px=64"])
         preprocess(data, store, "train", None, 2, None, cfg, progress=False)
     return data, store
 
@@ -47,7 +47,7 @@ def dataset(tmp_path_factory):
 def test_volume_geometry_maps_round_trip_and_hit_the_labelled_patient_point(dataset):
     _, store = dataset
     d = load_locset(store)
-    assert d.volumes.shape[1:] == (16, 128, 128) and len(d.labels) > 100
+    assert d.volumes.shape[1:] == (16, 64, 64) and len(d.labels) > 100
     for r in d.labels.itertuples():
         g = d.geoms[r.item]
         kc = d.targets[r.item, r.keypoint]
@@ -174,9 +174,11 @@ def test_learned_offsets_from_the_true_canal_point_find_the_axial_slice(dataset)
 
 @pytest.mark.slow
 def test_localizer_learns_the_synthetic_geometry(dataset, tmp_path):
-    """A short CPU training run on 24 studies (6 held out): sub-voxel in-plane, the slice within one."""
+    """A short CPU run (24 studies, 6 held out, 64 px volumes, 25 epochs, ~2 min): the level and
+    the slice within one are right, the point within a few mm. (The default 128 px volumes and 40
+    epochs on 48 studies reach ~1 mm and ~89 % slice exact.)"""
     _, store = dataset
-    cfg = load_config(None, ["--loc_epochs=25", "--loc_width=12", "--loc_stride=4", "--loc_batch_size=6"])
+    cfg = load_config(None, ["--loc_epochs=25", "--loc_width=12", "--loc_batch_size=6", "--loc_lr=0.003"])
     m = train_localizer(store, tmp_path, cfg, progress=False)
     for f in (MODEL_FILE, "localizer.json", "config.yaml", "heldout_keypoints.csv"):
         assert (tmp_path / f).is_file(), f
@@ -185,8 +187,9 @@ def test_localizer_learns_the_synthetic_geometry(dataset, tmp_path):
                 "axial_from_predicted_canal", "train_seconds"):
         assert key in saved, key
     assert set(saved["per_view"]) == {"sagittal_t2", "sagittal_t1"} and set(saved["per_level"]) == set(LEVELS)
-    # measured on this set: median ~2 mm, exact ~0.6, within one ~0.95 (thresholds leave room for seeds)
-    assert m["median_error_mm"] <= 4.0 and m["slice_within_1"] >= 0.85 and m["slice_exact"] >= 0.4, m
+    # measured on this set: median 3.6 mm, p90 5.7 mm, exact 0.73, within one 1.0
+    assert m["median_error_mm"] <= 5.0 and m["p90_error_mm"] <= 10.0, m
+    assert m["slice_within_1"] >= 0.9 and m["slice_exact"] >= 0.5, m
     points = localize_store(load_localizer(tmp_path), store)
     n_series = points.groupby("view").series_id.nunique()
     assert len(points) == 5 * n_series["sagittal_t2"] + 10 * n_series["sagittal_t1"]

@@ -37,7 +37,7 @@ def build_dataset(base: Path) -> tuple[Path, Path]:
         if not (data / "train.csv").is_file():
             synth(data, STUDIES, SEED, test_studies=TEST_STUDIES, workers=2)
         cfg = load_config(None, ["--preprocess.sagittal_t2.out_px=32", "--preprocess.sagittal_t1.out_px=32",
-                                 "--preprocess.axial_t2.out_px=32"])
+                                 "--preprocess.axial_t2.out_px=32", "--volume_px=64"])
         preprocess(data, store, "train", None, 2, None, cfg, progress=False)
     return data, store
 

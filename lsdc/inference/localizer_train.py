@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..core.config import Config
 from ..core.errors import InputError
-from ..core.schema import AX_T2, CONDITION_VIEW, LEVELS, SAG_T1, SAG_T2
+from ..core.schema import AX_T2, CONDITION_VIEW, LEVELS, SAG_T1, SAG_T2, SPINAL
 from ..preprocess.store import read_index, store_preprocess_config
 from . import project
 from .localize import METRICS_FILE, Localizer, localize_items, save_localizer
@@ -277,7 +277,7 @@ def train_localizer(store, out_dir, cfg: Config | None = None, progress: bool = 
                                                                         for v in (SAG_T2, SAG_T1)}}
         err.to_csv(out_dir / HELDOUT_FILE, index=False)
         held = {s for s, k in fold_of.items() if k == hold}
-        truth = project._points(idx[SAG_T2], "spinal_canal_stenosis")
+        truth = project.labelled_points(idx[SAG_T2], SPINAL)
         predicted = {int(s): {r.level: np.array([r.x_mm, r.y_mm, r.z_mm]) for r in g.itertuples(index=False)}
                      for s, g in pred[pred["view"] == SAG_T2].groupby("study_id")}
         metrics["axial_from_true_canal"] = axial_metrics(store, offsets, truth, {}, held)

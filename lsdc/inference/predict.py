@@ -32,8 +32,8 @@ from tqdm import tqdm
 from ..core.config import Config, PreprocessConfig, config_from_dict, load_config
 from ..core.errors import InputError
 from ..core.readers import COORD_COLUMNS, read_sample_submission, read_series_descriptions
-from ..core.schema import (AX_T2, CONDITION_TITLE, CONDITIONS, LEFT_NFN, LEVEL_TITLE, LEVELS, RIGHT_NFN, SAG_T1,
-                           SAG_T2, SPINAL, VIEW_CONDITIONS, VIEWS)
+from ..core.schema import (AX_T2, CONDITION_TITLE, CONDITIONS, LEFT_NFN, LEVEL_TITLE, LEVELS, RIGHT_NFN, SPINAL,
+                           VIEW_CONDITIONS, VIEWS)
 from ..metric.official import predictions_to_submission
 from ..preprocess.plan import SPLITS
 from ..preprocess.store import read_index
@@ -61,9 +61,9 @@ class StudyClock:
         return np.array([v + self.shared / n for v in self.own.values()])
 
 
-def _merged_preprocess(runs: list, base: PreprocessConfig | None) -> PreprocessConfig:
-    """The crop spec every run was trained with, one view per run; the rest from ``base`` or the first run."""
-    pcfg = base if base is not None else runs[0].cfg.preprocess
+def _merged_preprocess(runs: list) -> PreprocessConfig:
+    """The crop spec each run was trained with (its view's), the rest from the first run."""
+    pcfg = runs[0].cfg.preprocess
     specs, norm = {}, set()
     for r in runs:
         spec = r.cfg.preprocess.spec(r.view)
@@ -227,7 +227,7 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
         if coords is None:
             coords, notes = localise(data_dir, split, work, localizer_dir, clock, workers, progress, device)
         t = time.perf_counter()
-        pcfg = _merged_preprocess(loaded, None)
+        pcfg = _merged_preprocess(loaded)
         rep = preprocess(data_dir, work / "crops", split, coords, workers, None, Config(preprocess=pcfg), progress=progress)
         clock.shared += time.perf_counter() - t
         cells = classify_store(work / "crops", loaded, cfg.predict.tta, clock, progress)

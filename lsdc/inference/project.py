@@ -60,7 +60,7 @@ def from_local(frames: dict, anchors: dict, offsets: dict) -> dict:
             for lv in anchors if lv in frames and lv in offsets}
 
 
-def _points(index: pd.DataFrame, condition: str) -> dict:
+def labelled_points(index: pd.DataFrame, condition: str) -> dict:
     """{study_id: {level: (3,) mm}} of one condition's labelled points (first series when several)."""
     out: dict = {}
     sub = index[index["condition"] == condition]
@@ -80,7 +80,7 @@ def learn_offsets(sag_t2: pd.DataFrame, sag_t1: pd.DataFrame, axial: pd.DataFram
     ``canal_from_foramina``: {level: [...]} from the foramina midpoint; ``counts`` of studies used.
     """
     keep = (lambda s: True) if studies is None else (lambda s, k=set(int(v) for v in studies): s in k)
-    canal, fl, fr = _points(sag_t2, SPINAL), _points(sag_t1, LEFT_NFN), _points(sag_t1, RIGHT_NFN)
+    canal, fl, fr = labelled_points(sag_t2, SPINAL), labelled_points(sag_t1, LEFT_NFN), labelled_points(sag_t1, RIGHT_NFN)
     acc: dict = {}
     for study_id, pts in canal.items():
         if not keep(study_id):
