@@ -286,6 +286,8 @@ class LocalizerConfig:
     loc_augment: bool = True
     """Random 3D affine (in-plane rotation/scale/shift, slice shift/scale), left-right mirror with
     the foramen channels swapped, intensity jitter."""
+    loc_ensemble: int = 3
+    """Models trained (different seeds) and averaged, log-probabilities summed, at prediction."""
     loc_seed: int = 0
     """Seed of the folds, initialisation and augmentation."""
     loc_device: str = "auto"
@@ -294,7 +296,7 @@ class LocalizerConfig:
     def __post_init__(self):
         _check(self.loc_width >= 4, "loc_width", f"must be >= 4, got {self.loc_width}")
         _check(self.loc_stride in (2, 4), "loc_stride", f"must be 2 or 4, got {self.loc_stride}")
-        for k in ("loc_epochs", "loc_batch_size"):
+        for k in ("loc_epochs", "loc_batch_size", "loc_ensemble"):
             _check(getattr(self, k) >= 1, k, f"must be >= 1, got {getattr(self, k)}")
         _check(self.loc_lr > 0, "loc_lr", f"must be > 0, got {self.loc_lr}")
         _check(self.loc_weight_decay >= 0, "loc_weight_decay", f"must be >= 0, got {self.loc_weight_decay}")

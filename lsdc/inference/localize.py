@@ -1,6 +1,6 @@
 """Run a trained localiser: volumes -> keypoints in volume, image and patient coordinates.
 
-The localiser directory holds ``localizer.pt`` (weights + meta, ``torch.load(weights_only=True)``) and
+The localiser directory holds ``localizer.pt`` (the weights of each ensemble member + meta, ``torch.load(weights_only=True)``) and
 ``localizer.json`` (held-out metrics). Meta: ``in_slices``, ``volume_px``, ``width``, ``stride``,
 ``keypoints`` ([condition, level] pairs), ``preprocess`` (the store's PreprocessConfig as a dict: the
 volumes at inference must be made the same way), ``offsets`` (see project.py), ``cross_view``,
@@ -32,8 +32,9 @@ POINT_COLUMNS = ("study_id", "series_id", "view", "condition", "level", "slice_f
 class Localizer:
     """A loaded localiser: ``run`` maps canonical uint8 volumes to keypoints."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", mirror_tta: bool = True):
-        self.model = model.to(device).to(memory_format=torch.channels_last).eval()
+    def __init__(self, models, meta: dict, device: str = "cpu", mirror_tta: bool = True):
+        models = list(models) if isinstance(models, (list, tuple)) else [models]
+        self.models = [m.to(device).to(memory_format=torch.channels_last).eval() for m in models]
         self.meta, self.device, self.mirror_tta = meta, torch.device(device), mirror_tta
         self.shifts: list = list(TTA_SHIFTS)  # in-plane TTA shifts, in output cells
         if [tuple(k) for k in meta["keypoints"]] != list(KEYPOINTS):
@@ -59,8 +60,9 @@ class Localizer:
 
 
     def _tta_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Summed log-probabilities over the TTA views: the image, its left-right mirror (slices
-        reversed, sides swapped back) and in-plane shifts of one output cell, each mapped back."""
+        """Summed log-probabilities over the ensemble's models and the TTA views: the image, its
+        left-right mirror (slices reversed, sides swapped back) and in-plane shifts of one output
+        cell, each mapped back."""
         views = [(False, 0, 0)]
         if self.mirror_tta:
             views.append((True, 0, 0))
@@ -72,20 +74,22 @@ class Localizer:
             xi = x.flip(1) if mirror else x
             if dr or dc:
                 xi = torch.roll(xi, (dr * st, dc * st), dims=(2, 3))
-            out = self.model(xi.contiguous(memory_format=torch.channels_last))
-            if dr or dc:
-                out = torch.roll(out, (-dr, -dc), dims=(3, 4))
-            if mirror:
-                out = out[:, list(MIRROR)].flip(2)
-            lp = torch.log_softmax(out.flatten(2), -1).view(out.shape)
-            total = lp if total is None else total + lp
+            xi = xi.contiguous(memory_format=torch.channels_last)
+            for model in self.models:
+                out = model(xi)
+                if dr or dc:
+                    out = torch.roll(out, (-dr, -dc), dims=(3, 4))
+                if mirror:
+                    out = out[:, list(MIRROR)].flip(2)
+                lp = torch.log_softmax(out.flatten(2), -1).view(out.shape)
+                total = lp if total is None else total + lp
         return total
 
 
-def save_localizer(out_dir, model: torch.nn.Module, meta: dict, cfg_dict: dict) -> Path:
+def save_localizer(out_dir, models: list, meta: dict, cfg_dict: dict) -> Path:
     path = Path(out_dir) / MODEL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    obj = {"model": model.state_dict(), "meta": {**meta, "lsdc_localizer_version": LOCALIZER_VERSION},
+    obj = {"models": [m.state_dict() for m in models], "meta": {**meta, "lsdc_localizer_version": LOCALIZER_VERSION},
            "config": cfg_dict}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -102,9 +106,11 @@ def load_localizer(loc_dir, device: str = "cpu") -> Localizer:
     if meta.get("lsdc_localizer_version") != LOCALIZER_VERSION:
         raise InputError(f"{path}: localiser version {meta.get('lsdc_localizer_version')!r}, "
                          f"this lsdc reads {LOCALIZER_VERSION}")
-    model = create_localizer(meta["in_slices"], len(meta["keypoints"]), meta["width"], meta["stride"])
-    model.load_state_dict(obj["model"])
-    return Localizer(model, meta, device)
+    models = []
+    for sd in obj["models"]:
+        models.append(create_localizer(meta["in_slices"], len(meta["keypoints"]), meta["width"], meta["stride"]))
+        models[-1].load_state_dict(sd)
+    return Localizer(models, meta, device)
 
 
 def keypoint_rows(geom: VolumeGeom, coords: np.ndarray, conf: np.ndarray, slice_bias=None) -> list[dict]:
