@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
         out.append(runs / view)
     loc = base / "localizer_short"
     if not (loc / "localizer.pt").is_file():
-        train_localizer(store, loc, load_config(None, ["--loc_epochs=2", "--loc_width=8", "--loc_stride=4"]),
+        train_localizer(store, loc, load_config(None, ["--loc_epochs=2", "--loc_width=8", "--loc_ensemble=1"]),
                         progress=False)
     return data, out, loc
 

@@ -1,11 +1,12 @@
 """Run a trained localiser: volumes -> keypoints in volume, image and patient coordinates.
 
-The localiser directory holds ``localizer.pt`` (the weights of each ensemble member + meta, ``torch.load(weights_only=True)``) and
-``localizer.json`` (held-out metrics). Meta: ``in_slices``, ``volume_px``, ``width``, ``stride``,
-``keypoints`` ([condition, level] pairs), ``preprocess`` (the store's PreprocessConfig as a dict: the
-volumes at inference must be made the same way), ``offsets`` (see project.py), ``cross_view``,
-``slice_bias`` (mean decoded-minus-labelled slice per keypoint on the training series, subtracted
-when decoding: the decoder's systematic part, ~0.1 slice on synthetic data).
+The localiser directory holds ``localizer.pt`` (the weights of each ensemble member + meta,
+``torch.load(weights_only=True)``) and ``localizer.json`` (held-out metrics). Meta: ``in_slices``,
+``volume_px``, ``width``, ``stride``, ``keypoints`` ([condition, level] pairs), ``preprocess`` (the
+store's PreprocessConfig as a dict: the volumes at inference must be made the same way), ``offsets``
+(see project.py), ``cross_view``, ``slice_bias`` (mean decoded-minus-labelled slice per keypoint on
+the training series, subtracted when decoding: the decoder's systematic part, ~0.1 slice on
+synthetic data).
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from .localizer_model import create_localizer, decode
 MODEL_FILE = "localizer.pt"
 METRICS_FILE = "localizer.json"
 LOCALIZER_VERSION = 1
-#: one predicted keypoint per row (image coordinates of its series, plus patient mm)
 #: in-plane test-time shifts (output cells) added to the image and its mirror: +-1 cell along rows and columns
 TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+#: one predicted keypoint per row (image coordinates of its series, plus patient mm)
 POINT_COLUMNS = ("study_id", "series_id", "view", "condition", "level", "slice_frac", "slice_index",
                  "instance_number", "x", "y", "x_mm", "y_mm", "z_mm", "confidence")
 
@@ -57,7 +58,6 @@ class Localizer:
         if not coords:
             return np.zeros((0, len(KEYPOINTS), 3)), np.zeros((0, len(KEYPOINTS)))
         return np.concatenate(coords), np.concatenate(conf)
-
 
     def _tta_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Summed log-probabilities over the ensemble's models and the TTA views: the image, its
