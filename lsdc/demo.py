@@ -24,7 +24,7 @@ DEMO_TEST_STUDIES = 12
 DEMO_SEED = 2024
 DEMO_OVERRIDES = [f"--preprocess.{v}.out_px=64" for v in VIEWS] + [
     "--backbone=test_convnext", "--proj_dim=64", "--gru_hidden=32", "--attn_dim=32", "--level_emb_dim=16",
-    "--batch_size=8", "--epochs=24", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=2", "--patience=10",
+    "--batch_size=8", "--epochs=24", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=2", "--patience=0",
     "--loader.workers=0", "--loc_epochs=40"]
 
 

@@ -30,6 +30,10 @@ def test_overrides_by_unique_name_and_dotted_path(tmp_path):
     assert cfg.loader.backend == "torch" and cfg.model.pretrained is True
 
 
+def test_exponent_without_dot_is_a_number():
+    assert load_config(None, ["--lr=1e-4", "--backbone_lr=3E-5"]).train.lr == 1e-4
+
+
 def test_string_field_keeps_text():
     assert load_config(None, ["--backbone=123"]).model.backbone == "123"
 

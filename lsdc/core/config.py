@@ -406,6 +406,11 @@ def _coerce(key: str, value, annotation):
             return value
         raise InputError(f"config key {key!r}: expected an integer, got {value!r}")
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise InputError(f"config key {key!r}: expected a number, got {value!r}")
