@@ -22,21 +22,9 @@ from lsdc.inference.localizer_train import augment, train_localizer
 from lsdc.preprocess.store import read_index
 from lsdc.synth.generate import ground_truth
 
-STUDIES, TEST_STUDIES, SEED = 30, 4, 11
+from conftest import SEED, STUDIES, TEST_STUDIES, build_dataset
 
 
-def build_dataset(base: Path) -> tuple[Path, Path]:
-    """(data dir, train store) of the shared synthetic dataset, built once per session."""
-    from lsdc.preprocess.convert import preprocess
-    from lsdc.synth.generate import synth
-    data, store = base / "data", base / "store"
-    if not (store / "zarr.json").is_file():
-        if not (data / "train.csv").is_file():
-            synth(data, STUDIES, SEED, test_studies=TEST_STUDIES, workers=2)
-        cfg = load_config(None, ["--preprocess.sagittal_t2.out_px=32", "--preprocess.sagittal_t1.out_px=32",
-                                 "--preprocess.axial_t2.out_px=32", "--volume_px=64"])
-        preprocess(data, store, "train", None, 2, None, cfg, progress=False)
-    return data, store
 
 
 @pytest.fixture(scope="session")

@@ -22,24 +22,12 @@ from lsdc.inference.classify import label_prior
 from lsdc.inference.predict import COORDS_FILE, predict
 from lsdc.metric.official import score_files
 
-STUDIES, TEST_STUDIES, SEED = 30, 4, 11
+from conftest import TEST_STUDIES, build_dataset
 TINY = ["--backbone=test_resnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",
         "--level_emb_dim=4", "--batch_size=8", "--loader.backend=torch", "--loader.workers=0", "--folds=2",
         "--epochs=1", "--max_steps_per_epoch=3"]
 
 
-def build_dataset(base: Path) -> tuple[Path, Path]:
-    """(data dir, train store): the same builder (and session folder) as tests/test_localizer.py."""
-    from lsdc.preprocess.convert import preprocess
-    from lsdc.synth.generate import synth
-    data, store = base / "data", base / "store"
-    if not (store / "zarr.json").is_file():
-        if not (data / "train.csv").is_file():
-            synth(data, STUDIES, SEED, test_studies=TEST_STUDIES, workers=2)
-        cfg = load_config(None, ["--preprocess.sagittal_t2.out_px=32", "--preprocess.sagittal_t1.out_px=32",
-                                 "--preprocess.axial_t2.out_px=32", "--volume_px=64"])
-        preprocess(data, store, "train", None, 2, None, cfg, progress=False)
-    return data, store
 
 
 @pytest.fixture(scope="session")

@@ -39,3 +39,22 @@ def patient_to_pixel(ipp, iop, spacing_rc, point) -> tuple[float, float, float]:
     col = float(d @ x) / float(spacing_rc[1])
     row = float(d @ y) / float(spacing_rc[0])
     return col, row, float(d @ np.cross(x, y))
+
+
+def locate_in_stack(point, positions, slice_positions_mm, iop, spacing_rc) -> tuple[float, float, float]:
+    """(fractional slice index, col, row) of a patient point in a spatially sorted stack.
+
+    The index interpolates between slice positions along the normal (extrapolating past the ends);
+    col/row are on the nearest slice's plane.
+    """
+    z = np.asarray(slice_positions_mm, dtype=np.float64)
+    s = float(np.asarray(point, dtype=np.float64) @ slice_normal(iop))
+    if s < z[0]:
+        idx = (s - z[0]) / (z[1] - z[0])
+    elif s > z[-1]:
+        idx = len(z) - 1 + (s - z[-1]) / (z[-1] - z[-2])
+    else:
+        idx = float(np.interp(s, z, np.arange(len(z))))
+    nearest = int(np.clip(round(idx), 0, len(z) - 1))
+    col, row, _ = patient_to_pixel(positions[nearest], iop, spacing_rc, point)
+    return idx, col, row

@@ -148,17 +148,7 @@ class SliceStack:
 
     def locate(self, point) -> tuple[float, float, float]:
         """(fractional slice index, col, row on the nearest slice) of a patient point."""
-        s = float(np.asarray(point, float) @ geometry.slice_normal(self.iop))
-        z = self.z_mm
-        if s < z[0]:
-            idx = (s - z[0]) / (z[1] - z[0])
-        elif s > z[-1]:
-            idx = len(z) - 1 + (s - z[-1]) / (z[-1] - z[-2])
-        else:
-            idx = float(np.interp(s, z, np.arange(len(z))))
-        j = int(np.clip(np.rint(idx), 0, len(z) - 1))
-        col, row, _ = geometry.patient_to_pixel(self.positions[j], self.iop, self.spacing_rc, point)
-        return idx, col, row
+        return geometry.locate_in_stack(point, self.positions, self.z_mm, self.iop, self.spacing_rc)
 
 
 @dataclass

@@ -254,19 +254,8 @@ class Series:
         return geometry.pixel_to_patient(self.positions[slice_idx], self.iop, self.spacing_rc, col, row)
 
     def patient_to_pixel(self, point) -> tuple[float, float, float]:
-        """(fractional slice index, col, row) of a patient point. The index interpolates between
-        slice positions (extrapolates past the ends); col/row are on the nearest slice's plane."""
-        z = self.slice_positions_mm
-        s = float(np.dot(np.asarray(point, dtype=np.float64), self.normal))
-        if s < z[0]:
-            idx = (s - z[0]) / (z[1] - z[0])
-        elif s > z[-1]:
-            idx = len(z) - 1 + (s - z[-1]) / (z[-1] - z[-2])
-        else:
-            idx = float(np.interp(s, z, np.arange(len(z))))
-        nearest = int(np.clip(round(idx), 0, len(z) - 1))
-        col, row, _ = geometry.patient_to_pixel(self.positions[nearest], self.iop, self.spacing_rc, point)
-        return idx, col, row
+        """(fractional slice index, col, row) of a patient point (see geometry.locate_in_stack)."""
+        return geometry.locate_in_stack(point, self.positions, self.slice_positions_mm, self.iop, self.spacing_rc)
 
 
 def load_series(series_dir, study_id=None, series_id=None) -> Series:
