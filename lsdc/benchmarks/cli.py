@@ -4,9 +4,7 @@ Each benchmark lives in its own module with ``configure(parser)`` and ``run(args
 """
 from __future__ import annotations
 
-import importlib
-
-from ..core.errors import InputError
+from ..core.cli import import_stage, not_available
 
 BENCHES = {
     "convert": ("lsdc.benchmarks.convert_bench", "converter slices/s vs raw pydicom reads, Numba vs NumPy kernels, peak RSS"),
@@ -15,33 +13,17 @@ BENCHES = {
 }
 
 
-def _load(name: str):
-    module = BENCHES[name][0]
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None
-        raise
-
-
 def configure(p) -> None:
     sub = p.add_subparsers(dest="bench", metavar="BENCH")
     sub.required = True
     for name, (_, help_) in BENCHES.items():
         q = sub.add_parser(name, help=help_, description=help_)
-        mod = _load(name)
+        mod = import_stage(BENCHES[name][0])
         if mod is None:
-            q.set_defaults(_bench_run=_not_available(name))
+            q.set_defaults(_bench_run=not_available(f"bench {name}"))
         else:
             mod.configure(q)
             q.set_defaults(_bench_run=mod.run)
-
-
-def _not_available(name: str):
-    def run(args) -> int:
-        raise InputError(f"'bench {name}' is not yet available in this version of lsdc")
-    return run
 
 
 def run(args) -> int:

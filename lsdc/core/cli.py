@@ -26,14 +26,21 @@ VERBS = {
 }
 
 
-def _load(verb: str):
-    module, _ = VERBS[verb]
+def import_stage(module: str):
+    """The module, or None when that stage has not landed yet (any other import error is a bug)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None  # the verb's module has not landed yet
+            return None
         raise
+
+
+def not_available(name: str):
+    """A run function for a stage that has not landed: a clear error, never fake success."""
+    def run(args) -> int:
+        raise InputError(f"'{name}' is not yet available in this version of lsdc")
+    return run
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -46,9 +53,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=help_, description=help_)
         if only is not None and verb != only:
             continue
-        mod = _load(verb)
+        mod = import_stage(VERBS[verb][0])
         if mod is None:
-            p.set_defaults(_run=_not_available(verb))
+            p.set_defaults(_run=not_available(verb))
             continue
         mod.configure(p)
         p.set_defaults(_run=mod.run)
@@ -74,12 +81,6 @@ def accept_overrides(p: argparse.ArgumentParser) -> None:
     p.parse_known_args = parse_known_args
     p.epilog = ((p.epilog or "") + "\nConfig overrides: any --key=value (dotted path or unique field name, "
                 "e.g. --lr=3e-4 --model.backbone=test_resnet --epochs=3).")
-
-
-def _not_available(verb: str):
-    def run(args) -> int:
-        raise InputError(f"'{verb}' is not yet available in this version of lsdc")
-    return run
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,6 @@ Config (``lr``, ``backbone``). Unknown keys and wrong types raise :class:`InputE
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +84,6 @@ class PreprocessConfig:
     """Slices of that volume (resampled along the slice axis)."""
 
     def __post_init__(self):
-        for v in VIEWS:
-            spec = getattr(self, v)
-            if isinstance(spec, dict):
-                setattr(self, v, CropSpec(**spec))
         _check(0 <= self.norm_low_pct < self.norm_high_pct <= 100, "norm_low_pct",
                f"need 0 <= norm_low_pct < norm_high_pct <= 100, got {self.norm_low_pct}, {self.norm_high_pct}")
         _check(self.chunk_samples >= 1, "chunk_samples", f"must be >= 1, got {self.chunk_samples}")
@@ -499,7 +494,3 @@ def load_config(path=None, overrides=()) -> Config:
 def config_from_dict(d: dict) -> Config:
     """Inverse of :meth:`Config.to_dict` (used when reading a saved config back)."""
     return build_config(d)
-
-
-def to_json(cfg: Config) -> str:
-    return json.dumps(cfg.to_dict(), sort_keys=True)

@@ -35,31 +35,37 @@ EXIT_SKIPPED = 3
 REPORT_FILE = "report.json"
 
 
-def _convert_and_commit(job: StudyJob, pcfg, out_dir: str) -> tuple[int, int]:
+def _convert_and_commit(job: StudyJob, pcfg, out_dir: str, fingerprint: str) -> tuple[int, int]:
     """Worker: one study -> one committed part. Returns (study_id, slices read)."""
-    r = convert_study(job, pcfg)
+    r = convert_study(job, pcfg, fingerprint)
     save_part(part_path(out_dir, job.study_id), r.fingerprint, r.crops, r.rows, r.volumes, r.volume_rows, r.skips)
     return job.study_id, r.slices_read
 
 
-def _is_done(job: StudyJob, pcfg, out_dir) -> bool:
-    part = read_part(part_path(out_dir, job.study_id))
-    return part is not None and part.fingerprint == study_fingerprint(job, pcfg)
+def _todo(jobs, pcfg, out_dir) -> list[tuple[StudyJob, str]]:
+    """(job, fingerprint) of every study without a valid committed part."""
+    out = []
+    for job in jobs:
+        fp = study_fingerprint(job, pcfg)
+        part = read_part(part_path(out_dir, job.study_id))
+        if part is None or part.fingerprint != fp:
+            out.append((job, fp))
+    return out
 
 
 def _run_jobs(jobs, pcfg, out_dir, workers: int, progress: bool) -> int:
     bar = tqdm(total=len(jobs), unit="study", desc="preprocess", disable=not progress)
     slices = 0
     if workers <= 1:
-        for job in jobs:
-            slices += _convert_and_commit(job, pcfg, str(out_dir))[1]
+        for job, fp in jobs:
+            slices += _convert_and_commit(job, pcfg, str(out_dir), fp)[1]
             bar.update()
     else:
         # fork is safe: numba runs the fork-safe workqueue layer (numba_setup) and no CUDA is touched
         # here; kernels compiled in the parent are inherited by every worker
         warm_up_kernels(pcfg)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            futures = [pool.submit(_convert_and_commit, job, pcfg, str(out_dir)) for job in jobs]
+            futures = [pool.submit(_convert_and_commit, job, pcfg, str(out_dir), fp) for job, fp in jobs]
             for f in as_completed(futures):
                 slices += f.result()[1]
                 bar.update()
@@ -100,7 +106,7 @@ def preprocess(data_dir, out_dir, split: str = "train", coords=None, workers: in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(out_dir)
-    todo = [j for j in mine if not _is_done(j, pcfg, out_dir)]
+    todo = _todo(mine, pcfg, out_dir)
     workers = os.cpu_count() if workers is None else workers
     slices = _run_jobs(todo, pcfg, out_dir, min(workers, len(todo)), progress)
     cfg.save(out_dir)

@@ -87,8 +87,9 @@ def warm_up_kernels(pcfg: PreprocessConfig) -> None:
     resample_volume(stack, pcfg.volume_slices, pcfg.volume_px, lo, hi)
 
 
-def convert_study(job: StudyJob, pcfg: PreprocessConfig) -> StudyResult:
-    res = StudyResult(job.study_id, study_fingerprint(job, pcfg))
+def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None = None) -> StudyResult:
+    """``fingerprint``: the study's, when the caller already computed it (it stats every file)."""
+    res = StudyResult(job.study_id, fingerprint or study_fingerprint(job, pcfg))
     by_series: dict[int, list[Target]] = {}
     for t in job.targets:
         by_series.setdefault(t.series_id, []).append(t)
