@@ -9,11 +9,13 @@ import pydicom.data
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import (MPEG2MPML, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage,
+                         generate_uid)
 
 from lsdc.core.errors import InputError
 from lsdc.core.geometry import slice_normal
-from lsdc.preprocess.series import SeriesError, index_series, load_series, read_header, read_slice
+from lsdc.preprocess.series import (SeriesError, _native_pixels, index_series, load_series, read_header,
+                                   read_slice)
 
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # columns run posterior, rows run inferior: normal is -x
 OBLIQUE = tuple(np.round([0.0, 0.98, 0.199, 0.0, -0.199, 0.98], 6))  # ~11.5 degrees about x
@@ -169,6 +171,46 @@ def test_all_bundled_encodings_decode_to_identical_pixels():
         decoded.append(name)
     assert {"MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
             "MR_small_jp2klossless.dcm"} <= set(decoded)
+
+
+NATIVE = ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm",
+          "MR_small_padded.dcm", "deflated (written here)"]
+
+
+@pytest.mark.filterwarnings("ignore:The pixel data is .* excess padding")
+@pytest.mark.parametrize("name", NATIVE)
+def test_native_fast_path_equals_pydicom_decoder(name, tmp_path):
+    """The uncompressed fast path returns exactly pydicom's pixel_array (values and dtype)."""
+    path = os.path.join(PYDICOM_FILES, name)
+    if name.startswith("deflated"):  # this pydicom bundles no deflated MR_small: write one
+        ds = pydicom.dcmread(os.path.join(PYDICOM_FILES, "MR_small.dcm"))
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        path = tmp_path / "deflated.dcm"
+        ds.save_as(path, enforce_file_format=True)
+    ds = pydicom.dcmread(path)
+    fast = _native_pixels(ds.PixelData, read_header(path), ds.file_meta.TransferSyntaxUID)
+    assert fast is not None, f"{name}: native syntax should take the fast path"
+    expected = ds.pixel_array
+    assert fast.dtype.kind == expected.dtype.kind and fast.dtype.itemsize == expected.dtype.itemsize
+    np.testing.assert_array_equal(fast, expected)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_native_fast_path_corrects_unused_high_bits_like_pydicom(tmp_path, signed):
+    """BitsStored 12 of 16 with garbage in the top 4 bits: masked (unsigned) or sign-extended (signed),
+    exactly as pydicom does; a compressed file goes the general path (None)."""
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 4096, (9, 7)).astype(np.uint16)
+    noisy = stored | (rng.integers(0, 16, stored.shape).astype(np.uint16) << 12)
+    path = write_slice(tmp_path / "a.dcm", noisy, bits_stored=12, PixelRepresentation=int(signed))
+    ds = pydicom.dcmread(path)
+    fast = _native_pixels(ds.PixelData, read_header(path), ds.file_meta.TransferSyntaxUID)
+    np.testing.assert_array_equal(fast, ds.pixel_array)
+    assert fast.max() < 4096 and (fast.min() >= -2048 if signed else fast.min() >= 0)
+    assert signed == bool((fast < 0).any())
+    rle = pydicom.dcmread(os.path.join(PYDICOM_FILES, "MR_small_RLE.dcm"))
+    assert _native_pixels(rle.PixelData, read_header(os.path.join(PYDICOM_FILES, "MR_small_RLE.dcm")),
+                          rle.file_meta.TransferSyntaxUID) is None
 
 
 # ------------------------------------------------------------------------------------------ bad inputs

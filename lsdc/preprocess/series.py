@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from ..core import geometry
 from ..core.errors import InputError
@@ -50,8 +52,11 @@ class SliceHeader:
     photometric: str
     slope: float
     intercept: float
+    bits_allocated: int
     bits_stored: int
     signed: bool
+    samples_per_pixel: int
+    frames: int
     description: str
     series_uid: str
 
@@ -63,12 +68,22 @@ class SliceHeader:
         return max(top * self.slope + self.intercept, bottom * self.slope + self.intercept)
 
 
-# Tags read for the header. DS/IS/UI/LO values are ASCII text in every transfer syntax, so they are
-# split straight from the raw element: pydicom's per-value conversion (DSfloat objects, validation)
-# cost as much as reading the file. Binary values (US) and the pixel data go through pydicom.
+# Tags read for the header. DS/IS/UI/LO/CS values are ASCII text in every transfer syntax, so they
+# are split straight from the raw element, and US values are unpacked from its two bytes: pydicom's
+# per-value conversion (DSfloat objects, validation, a lookup per keyword) cost as much as reading
+# the file. Pixel data is decoded by pydicom (or, uncompressed, taken as is: _native_pixels).
 _IPP, _IOP, _SPACING = 0x00200032, 0x00200037, 0x00280030
 _THICKNESS, _BETWEEN, _SLOPE, _INTERCEPT = 0x00180050, 0x00180088, 0x00281053, 0x00281052
 _INSTANCE, _DESCRIPTION, _SERIES_UID = 0x00200013, 0x0008103E, 0x0020000E
+_SAMPLES, _PHOTOMETRIC, _FRAMES, _ROWS, _COLS = 0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011
+_BITS_ALLOCATED, _BITS_STORED, _PIXEL_REPRESENTATION = 0x00280100, 0x00280101, 0x00280103
+_PIXEL_DATA = 0x7FE00010
+# What dcmread parses (it skips every other element): the tags above plus all that pydicom's pixel
+# decoders consult. Real scanner files carry 100+ elements, most of them private.
+_READ_TAGS = [_IPP, _IOP, _SPACING, _THICKNESS, _BETWEEN, _SLOPE, _INTERCEPT, _INSTANCE, _DESCRIPTION,
+              _SERIES_UID, _SAMPLES, _PHOTOMETRIC, 0x00280006, _FRAMES, _ROWS, _COLS, _BITS_ALLOCATED,
+              _BITS_STORED, 0x00280102, _PIXEL_REPRESENTATION, 0x7FE00001, 0x7FE00002, 0x7FE00008, 0x7FE00009,
+              _PIXEL_DATA]
 
 
 def _text(ds, tag) -> str:
@@ -90,6 +105,21 @@ def _numbers(ds, tag) -> tuple | None:
     return tuple(float(p) for p in text.split("\\")) if text else None
 
 
+def _uint(ds, tag) -> int | None:
+    """A single-valued US element as int; None when absent or empty."""
+    elem = ds.get_item(tag)
+    if elem is None or elem.value is None:
+        return None
+    v = elem.value
+    if isinstance(v, bytes):
+        if len(v) == 2 and getattr(elem, "is_little_endian", None) is not None:
+            return int.from_bytes(v, "little" if elem.is_little_endian else "big")
+        if not v:
+            return None
+        v = ds[tag].value  # an unusual encoding: let pydicom convert it
+    return None if v in (None, "") else int(v[0] if isinstance(v, (list, tuple)) else v)
+
+
 def _optional_float(ds, tag):
     values = _numbers(ds, tag)
     return None if values is None else values[0]
@@ -97,7 +127,7 @@ def _optional_float(ds, tag):
 
 def _read(path: Path, pixels: bool):
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        return pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=_READ_TAGS)
     except InvalidDicomError as e:
         raise SeriesError("not_dicom", f"{path}: not a DICOM file ({e})") from e
     except Exception as e:  # pydicom raises many types on garbage bytes; all mean "cannot parse"
@@ -114,8 +144,9 @@ def _check_orientation(iop) -> None:
 
 
 def _header(ds, path: Path) -> SliceHeader:
-    for keyword in ("Rows", "Columns"):
-        if ds.get(keyword) in (None, ""):
+    rows, cols = _uint(ds, _ROWS), _uint(ds, _COLS)
+    for keyword, value in (("Rows", rows), ("Columns", cols)):
+        if value is None:
             raise SeriesError("no_geometry", f"{path}: missing {keyword}")
     try:
         ipp, iop, spacing = _numbers(ds, _IPP), _numbers(ds, _IOP), _numbers(ds, _SPACING)
@@ -130,16 +161,20 @@ def _header(ds, path: Path) -> SliceHeader:
         _check_orientation(iop)
     except (TypeError, ValueError) as e:
         raise SeriesError("no_geometry", f"{path}: malformed geometry ({e})") from e
+    bits_allocated = _uint(ds, _BITS_ALLOCATED) or 16
     return SliceHeader(
         path=path, instance_number=int(instance[0]), ipp=ipp, iop=iop, spacing_rc=spacing,
-        rows=int(ds.Rows), cols=int(ds.Columns),
+        rows=rows, cols=cols,
         thickness_mm=_optional_float(ds, _THICKNESS),
         spacing_between_mm=_optional_float(ds, _BETWEEN),
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+        photometric=_text(ds, _PHOTOMETRIC) or "MONOCHROME2",
         slope=_optional_float(ds, _SLOPE) or 1.0,  # absent or 0 both mean "no rescale"
         intercept=_optional_float(ds, _INTERCEPT) or 0.0,
-        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16),
-        signed=int(ds.get("PixelRepresentation", 0)) == 1,
+        bits_allocated=bits_allocated,
+        bits_stored=_uint(ds, _BITS_STORED) or bits_allocated,
+        signed=_uint(ds, _PIXEL_REPRESENTATION) == 1,
+        samples_per_pixel=_uint(ds, _SAMPLES) or 1,
+        frames=int((_numbers(ds, _FRAMES) or (1,))[0]),
         description=_text(ds, _DESCRIPTION),
         series_uid=_text(ds, _SERIES_UID),
     )
@@ -151,31 +186,70 @@ def read_header(path) -> SliceHeader:
     return _header(_read(path, pixels=False), path)
 
 
+_NATIVE_SYNTAXES = {ImplicitVRLittleEndian: "<", ExplicitVRLittleEndian: "<",
+                    DeflatedExplicitVRLittleEndian: "<", ExplicitVRBigEndian: ">"}
+
+
+def _native_pixels(pixel_bytes: bytes, header: SliceHeader, syntax) -> np.ndarray | None:
+    """The pixels of an uncompressed single-frame grey image straight from the PixelData bytes: what
+    pydicom's native decoder returns (same dtype and byte order, unused high bits corrected), without
+    its per-call option and attribute handling, which cost more than reading the file. None when the
+    file needs pydicom's general path (compressed, colour, multi-frame, 1-bit, 8-bit big endian)."""
+    byte_order = _NATIVE_SYNTAXES.get(syntax)
+    bits = header.bits_allocated
+    if (byte_order is None or bits not in (8, 16, 32) or (bits == 8 and byte_order == ">")
+            or header.samples_per_pixel != 1 or header.frames != 1):
+        return None
+    dtype = np.dtype(f"{byte_order}{'i' if header.signed else 'u'}{bits // 8}")
+    arr = np.frombuffer(pixel_bytes, dtype, count=header.rows * header.cols).reshape(header.rows, header.cols)
+    unused = bits - header.bits_stored
+    if 0 < unused < bits:  # as pydicom: shift out the unused high bits (sign-extends signed data)
+        arr = np.right_shift(np.left_shift(arr, unused), unused)
+    return arr
+
+
 def read_slice(path) -> tuple[SliceHeader, np.ndarray]:
     """(header, float32 [rows, cols]) of one file: decoded, rescaled, MONOCHROME1 inverted."""
+    header, raw = _decode(path)
+    return header, _intensities_into(np.empty(raw.shape, np.float32), raw, header)
+
+
+def _intensities_into(out: np.ndarray, raw: np.ndarray, header: SliceHeader) -> np.ndarray:
+    """``out[...]`` = the slice's intensities: float32 stored values * slope + intercept, MONOCHROME1
+    inverted. In place: a series is converted straight into its volume, with no per-slice copy."""
+    out[...] = raw
+    if header.slope != 1.0 or header.intercept != 0.0:
+        out *= np.float32(header.slope)
+        out += np.float32(header.intercept)
+    if header.photometric == "MONOCHROME1":
+        np.subtract(np.float32(header.stored_max()), out, out=out)
+    return out
+
+
+def _decode(path) -> tuple[SliceHeader, np.ndarray]:
+    """(header, stored values [rows, cols] as decoded, integer dtype) of one file."""
     path = Path(path)
     ds = _read(path, pixels=True)
     header = _header(ds, path)
-    if "PixelData" not in ds:
+    elem = ds.get_item(_PIXEL_DATA)
+    if elem is None:
         raise SeriesError("no_pixels", f"{path}: no PixelData element (or the file is cut short before it)")
+    pixel_bytes = elem.value or b""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is not None and not syntax.is_compressed:
-        expected = header.rows * header.cols * int(ds.get("BitsAllocated", 16)) // 8 * int(ds.get("SamplesPerPixel", 1))
-        if len(ds.PixelData) < expected:
-            raise SeriesError("truncated", f"{path}: {len(ds.PixelData)} bytes of pixel data, {expected} expected")
+        expected = header.rows * header.cols * header.bits_allocated // 8 * header.samples_per_pixel
+        if len(pixel_bytes) < expected:
+            raise SeriesError("truncated", f"{path}: {len(pixel_bytes)} bytes of pixel data, {expected} expected")
     try:
-        raw = ds.pixel_array
+        raw = _native_pixels(pixel_bytes, header, syntax)
+        if raw is None:
+            raw = ds.pixel_array
     except Exception as e:  # missing plugin, unsupported syntax, corrupt stream: all undecodable
         name = syntax.name if syntax is not None else "no transfer syntax"
         raise SeriesError("undecodable", f"{path}: cannot decode pixel data ({name}): {e}") from e
     if raw.ndim != 2:
         raise SeriesError("not_2d", f"{path}: pixel array of shape {raw.shape}, expected one grey frame")
-    image = raw.astype(np.float32)
-    if header.slope != 1.0 or header.intercept != 0.0:
-        image = image * np.float32(header.slope) + np.float32(header.intercept)
-    if header.photometric == "MONOCHROME1":
-        image = np.float32(header.stored_max()) - image
-    return header, image
+    return header, raw
 
 
 def _dicom_files(series_dir: Path) -> list[Path]:
@@ -192,6 +266,11 @@ def index_series(series_dir) -> list[SliceHeader]:
     return [read_header(p) for p in _dicom_files(Path(series_dir))]
 
 
+def _close(a: tuple, b: tuple) -> bool:
+    """Equal within GEOMETRY_TOL, value by value (plain Python: np.allclose costs 20 us a call)."""
+    return len(a) == len(b) and all(abs(x - y) <= GEOMETRY_TOL for x, y in zip(a, b))
+
+
 def spatial_order(headers: list[SliceHeader]) -> tuple[np.ndarray, np.ndarray]:
     """(order, positions_mm): the permutation sorting slices along the slice normal, and each
     header's position on that normal. Rejects one slice, mixed geometry and duplicate positions."""
@@ -201,8 +280,7 @@ def spatial_order(headers: list[SliceHeader]) -> tuple[np.ndarray, np.ndarray]:
     first = headers[0]
     for h in headers[1:]:
         if (h.rows, h.cols) != (first.rows, first.cols) or not (
-                np.allclose(h.iop, first.iop, atol=GEOMETRY_TOL)
-                and np.allclose(h.spacing_rc, first.spacing_rc, atol=GEOMETRY_TOL)):
+                _close(h.iop, first.iop) and _close(h.spacing_rc, first.spacing_rc)):
             raise SeriesError("mixed_geometry", f"{h.path}: {h.rows}x{h.cols}, IOP {h.iop}, spacing {h.spacing_rc} "
                               f"differ from {first.path}: {first.rows}x{first.cols}, IOP {first.iop}, "
                               f"spacing {first.spacing_rc}")
@@ -260,12 +338,12 @@ class Series:
 
 def load_series(series_dir, study_id=None, series_id=None) -> Series:
     """Read every slice once (header and pixels) and stack them in spatial order."""
-    slices = [read_slice(p) for p in _dicom_files(Path(series_dir))]
+    slices = [_decode(p) for p in _dicom_files(Path(series_dir))]
     headers = [h for h, _ in slices]
     order, positions_mm = spatial_order(headers)
     volume = np.empty((len(order), headers[0].rows, headers[0].cols), np.float32)
     for k, i in enumerate(order):
-        volume[k] = slices[i][1]
+        _intensities_into(volume[k], slices[i][1], headers[i])
     first = headers[order[0]]
     return Series(
         study_id=study_id, series_id=series_id, volume=volume,
