@@ -61,6 +61,27 @@ def test_series_window_exact_fallback_when_bracket_misses(monkeypatch):
     np.testing.assert_allclose(K.series_window(stack, 0.5, 99.5), R.series_window_ref(stack, 0.5, 99.5))
 
 
+def test_window_voxels_lattice_covers_the_series_and_keeps_the_window():
+    """A series of 20 x 320 x 320 sampled down to 2**18 voxels: every slice, row and column is
+    visited, and the window moves by well under one grey level of the full-series window."""
+    stack = mr_like_series(slices=20, size=320, seed=6)
+    assert K.window_voxels(stack, 0).size == stack.size
+    assert K.window_voxels(stack, stack.size).size == stack.size
+    sample = K.window_voxels(stack, 1 << 18)
+    assert (1 << 17) < sample.size <= (1 << 18)
+    flat = stack.reshape(-1)
+    strides = [k for k in range(2, 64) if flat[::k].size == sample.size and np.array_equal(flat[::k], sample)]
+    assert len(strides) == 1 and math.gcd(strides[0], 320) == 1, strides
+    s_idx, r_idx, c_idx = np.unravel_index(np.arange(0, stack.size, strides[0]), stack.shape)
+    assert len(set(s_idx)) == 20 and len(set(r_idx)) == 320 and len(set(c_idx)) == 320
+    lo, hi = R.series_window_ref(stack, 0.5, 99.5)
+    lo_s, hi_s = K.series_window(sample, 0.5, 99.5)
+    grey = 255.0 / (hi - lo)
+    assert abs(lo_s - lo) * grey < 0.5 and abs(hi_s - hi) * grey < 0.5
+    full = K.normalize_uint8(stack, lo, hi)
+    assert _max_grey_diff(K.normalize_uint8(stack, lo_s, hi_s), full) <= 1
+
+
 def test_series_window_rejects_bad_input():
     with pytest.raises(ValueError, match="empty"):
         K.series_window(np.zeros((0, 4, 4), np.float32), 1, 99)
@@ -108,6 +129,23 @@ def test_crop_matches_reference(case):
     got = K.crop_stack(*args)
     assert got.shape == (len(idx), out_px, out_px) and got.dtype == np.uint8
     assert _max_grey_diff(got, R.crop_stack_ref(*args)) <= 1
+
+
+@pytest.mark.parametrize("case", CROP_CASES)
+def test_crop_boxes_matches_reference(case):
+    """Every case's geometry at angle 0, as three boxes of one series cut in one call (centres
+    shifted, the last one outside the image) against the reference crop of each box."""
+    shape, idx, (cc, cr), (sr, sc), box_mm, out_px, _ = case
+    stack = _series(shape, seed=len(idx) + 10)
+    lo, hi = R.series_window_ref(stack, 0.5, 99.5)
+    slice_idx = np.array([idx, idx[::-1], [i + 1 for i in idx]], np.int64)
+    centers = np.array([(cc, cr), (cc - 3.7, cr + 2.2), (shape[2] + 5.0, -4.0)])
+    args = (stack, slice_idx, centers, sr, sc, box_mm, out_px, lo, hi)
+    got = K.crop_boxes(*args)
+    assert got.shape == (3, len(idx), out_px, out_px) and got.dtype == np.uint8
+    assert _max_grey_diff(got, R.crop_boxes_ref(*args)) <= 1
+    single = K.crop_stack(stack, slice_idx[1], centers[1, 0], centers[1, 1], sr, sc, box_mm, out_px, 0.0, lo, hi)
+    assert _max_grey_diff(got[1], single) <= 1
 
 
 def test_crop_beyond_ends_repeats_edge_slice():
@@ -194,6 +232,8 @@ def test_kernels_run_with_jit_disabled():
         close(K.normalize_uint8(s, lo, hi), R.normalize_uint8_ref(s, lo, hi))
         args = (s, np.array([-1, 1, 4]), 4.5, 6.2, 0.7, 0.9, 8.0, 9, 0.4, lo, hi)
         close(K.crop_stack(*args), R.crop_stack_ref(*args))
+        args = (s, np.array([[-1, 1, 4], [0, 2, 2]]), np.array([[4.5, 6.2], [1.0, 11.0]]), 0.7, 0.9, 8.0, 9, lo, hi)
+        close(K.crop_boxes(*args), R.crop_boxes_ref(*args))
         close(K.resample_volume(s, 4, 6, lo, hi), R.resample_volume_ref(s, 4, 6, lo, hi))
         print("ok")
     """)
@@ -239,6 +279,6 @@ def test_kernels_in_worker_processes_after_parent_ran_parallel_kernel(method):
 
 def test_kernel_speed_reports_every_kernel():
     result = kernel_speed(repeats=1, vol=mr_like_series(slices=12, size=160))
-    assert set(result) == {"series_window", "normalize_uint8", "crop_stack", "resample_volume"}
+    assert set(result) == {"series_window", "normalize_uint8", "crop_stack", "crop_boxes", "resample_volume"}
     for r in result.values():
         assert r["numba_s"] > 0 and r["numpy_s"] > 0 and r["speedup"] == pytest.approx(r["numpy_s"] / r["numba_s"])

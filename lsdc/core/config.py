@@ -76,6 +76,10 @@ class PreprocessConfig:
     """Lower intensity percentile over the whole series, mapped to grey 0."""
     norm_high_pct: float = 99.5
     """Upper intensity percentile over the whole series, mapped to grey 255."""
+    norm_max_voxels: int = 1 << 18
+    """The window percentiles are taken over at most this many voxels of the series: a regular lattice
+    (every k-th voxel, k coprime with the row length, so every slice, row and column is visited);
+    0 = every voxel. 2**18 voxels pin the 0.5/99.5 percentiles to well under one grey level (tested)."""
     chunk_samples: int = 32
     """Samples per Zarr chunk (several per chunk amortise zarr's ~1 ms per read call)."""
     volume_px: int = 128
@@ -86,6 +90,8 @@ class PreprocessConfig:
     def __post_init__(self):
         _check(0 <= self.norm_low_pct < self.norm_high_pct <= 100, "norm_low_pct",
                f"need 0 <= norm_low_pct < norm_high_pct <= 100, got {self.norm_low_pct}, {self.norm_high_pct}")
+        _check(self.norm_max_voxels == 0 or self.norm_max_voxels >= 4096, "norm_max_voxels",
+               f"must be 0 (all voxels) or >= 4096, got {self.norm_max_voxels}")
         _check(self.chunk_samples >= 1, "chunk_samples", f"must be >= 1, got {self.chunk_samples}")
         _check(self.volume_px >= 16, "volume_px", f"must be >= 16, got {self.volume_px}")
         _check(self.volume_slices >= 1, "volume_slices", f"must be >= 1, got {self.volume_slices}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.config import PreprocessConfig
 from ..core.schema import LEVELS, SIDES
-from .kernels import crop_stack, resample_volume, series_window
+from .kernels import crop_boxes, resample_volume, series_window, window_voxels
 from .plan import StudyJob, Target, skip
 from .series import Series, SeriesError, load_series
 from .store import INDEX_COLUMNS, VOLUME_INDEX_COLUMNS, VOLUME_VIEWS
@@ -83,7 +83,7 @@ def warm_up_kernels(pcfg: PreprocessConfig) -> None:
     forked workers inherit them instead of each loading them again."""
     stack = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
     lo, hi = series_window(stack, pcfg.norm_low_pct, pcfg.norm_high_pct)
-    crop_stack(stack, np.arange(-1, 2, dtype=np.int64), 10.0, 12.0, 0.7, 0.7, 20.0, 16, 0.0, lo, hi)
+    crop_boxes(stack, np.arange(-1, 2, dtype=np.int64)[None], np.array([[10.0, 12.0]]), 0.7, 0.7, 20.0, 16, lo, hi)
     resample_volume(stack, pcfg.volume_slices, pcfg.volume_px, lo, hi)
 
 
@@ -114,9 +114,11 @@ def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None
                 res.skips.append(skip(e.reason, job.study_id, series_id, view, detail=str(e)))
             continue
         res.slices_read += len(s.instance_numbers)
-        lo, hi = series_window(s.volume, pcfg.norm_low_pct, pcfg.norm_high_pct)
+        voxels = window_voxels(s.volume, pcfg.norm_max_voxels)
+        lo, hi = series_window(voxels, pcfg.norm_low_pct, pcfg.norm_high_pct)
         spec = pcfg.spec(view)
         half = spec.store_slices // 2
+        kept = []  # (target, spatial index of its slice)
         for t in targets:
             where = dict(study_id=job.study_id, series_id=series_id, view=view, condition=t.condition, level=t.level)
             try:
@@ -129,17 +131,21 @@ def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None
                 res.skips.append(skip("point_outside_image", **where,
                                       detail=f"x={t.x}, y={t.y} outside {cols}x{rows} image"))
                 continue
-            slice_idx = np.arange(idx - half, idx + half + 1, dtype=np.int64)  # kernel repeats edge slices
-            crop = crop_stack(s.volume, slice_idx, float(t.x), float(t.y), float(s.spacing_rc[0]),
-                              float(s.spacing_rc[1]), float(spec.store_mm), spec.store_px, 0.0, lo, hi)
-            res.crops.setdefault(view, []).append(crop)
-            res.rows.setdefault(view, []).append(_sample_row(job, t, s, idx, spec.store_mm, spec.store_px))
+            kept.append((t, idx))
+        if kept:  # every crop of the series in one kernel call; it repeats edge slices past the ends
+            slice_idx = np.array([np.arange(i - half, i + half + 1) for _, i in kept], dtype=np.int64)
+            centers = np.array([(float(t.x), float(t.y)) for t, _ in kept], dtype=np.float64)
+            crops = crop_boxes(s.volume, slice_idx, centers, float(s.spacing_rc[0]), float(s.spacing_rc[1]),
+                               float(spec.store_mm), spec.store_px, lo, hi)
+            res.crops.setdefault(view, []).append(crops)
+            res.rows.setdefault(view, []).extend(_sample_row(job, t, s, i, spec.store_mm, spec.store_px)
+                                                 for t, i in kept)
         if view in VOLUME_VIEWS:
             vol = resample_volume(s.volume, pcfg.volume_slices, pcfg.volume_px, lo, hi)
             res.volumes.setdefault(view, []).append(vol)
             res.volume_rows.setdefault(view, []).append(_volume_row(job, series_id, view, s))
         del s  # one series in memory at a time
-    res.crops = {v: np.stack(c) for v, c in res.crops.items()}
+    res.crops = {v: np.concatenate(c) for v, c in res.crops.items()}
     res.volumes = {v: np.stack(c) for v, c in res.volumes.items()}
     return res
 

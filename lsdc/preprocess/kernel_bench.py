@@ -54,10 +54,15 @@ def _cases(vol):
     lo, hi = R.series_window_ref(vol, 0.5, 99.5)
     h, w = vol.shape[1:]
     crop = (np.arange(-2, 9), w * 0.55, h * 0.45, 0.6875, 0.7031, 46.0, 148, 0.2, lo, hi)
+    # one series' worth of converter crops: 10 boxes (5 levels x 2 sides) of 11 slices, axis-aligned
+    starts = np.arange(10) % 5
+    boxes = (starts[:, None] + np.arange(-2, 9)[None], np.stack([w * (0.4 + 0.03 * np.arange(10)),
+             h * (0.3 + 0.05 * (np.arange(10) % 5))], axis=1), 0.6875, 0.7031, 46.0, 148, lo, hi)
     return {
         "series_window": ((vol, 0.5, 99.5), K.series_window, R.series_window_ref),
         "normalize_uint8": ((vol, lo, hi), K.normalize_uint8, R.normalize_uint8_ref),
         "crop_stack": ((vol,) + crop, K.crop_stack, R.crop_stack_ref),
+        "crop_boxes": ((vol,) + boxes, K.crop_boxes, R.crop_boxes_ref),
         "resample_volume": ((vol, 16, 256, lo, hi), K.resample_volume, R.resample_volume_ref),
     }
 

@@ -146,6 +146,20 @@ def _order_stats(ranks, a, b, below, at_a, at_b, inside):
     return values
 
 
+def window_voxels(stack, max_voxels: int):
+    """The voxels a series window is computed from: all of ``stack`` [S, H, W] (flattened, no copy)
+    when it has at most ``max_voxels`` (or ``max_voxels`` is 0), else the regular lattice
+    ``flat[::k]`` with the smallest k >= size / max_voxels that shares no factor with W, so that
+    consecutive rows start at different columns and every slice, row and column is sampled."""
+    flat = np.ascontiguousarray(stack, dtype=np.float32).reshape(-1)
+    if max_voxels <= 0 or flat.size <= max_voxels:
+        return flat
+    k = -(-flat.size // max_voxels)
+    while math.gcd(k, stack.shape[-1]) != 1:
+        k += 1
+    return np.ascontiguousarray(flat[::k])
+
+
 def series_window(stack, low_pct, high_pct):
     """(lo, hi): the ``low_pct`` and ``high_pct`` percentiles of all voxels of ``stack`` [S, H, W].
 
@@ -222,6 +236,41 @@ def _bilinear(voxels, base, h, w, x, y):
     return top + (bottom - top) * fy
 
 
+# Axis-aligned sampling (the converter's crops and whole-series volumes) separates: each output
+# column's (x0, x1, fx) is computed once per call, each output row's (y0, y1, fy) once per row.
+# Same clamping and float32 arithmetic as ``_bilinear``.
+
+@njit(cache=True)
+def _axis_table(first, step, n_out, size):
+    """(x0, x1, fx) for output positions ``first + j * step`` (j < n_out) along an axis of ``size``."""
+    x0s = np.empty(n_out, np.uint64)
+    x1s = np.empty(n_out, np.uint64)
+    fxs = np.empty(n_out, np.float32)
+    for j in range(n_out):
+        x = min(max(np.float32(first + j * step), np.float32(0.0)), np.float32(size - 1))
+        x0s[j] = np.uint64(x)
+        x1s[j] = min(x0s[j] + np.uint64(1), np.uint64(size - 1))
+        fxs[j] = x - np.float32(x0s[j])
+    return x0s, x1s, fxs
+
+
+@njit(cache=True, inline="always")
+def _row_pair(base, y, h, w):
+    """Flat offsets of the two image rows around row ``y`` of the plane at ``base``, and the weight."""
+    y = min(max(np.float32(y), np.float32(0.0)), np.float32(h - 1))
+    y0 = np.uint64(y)
+    r0 = base + y0 * np.uint64(w)
+    r1 = base + min(y0 + np.uint64(1), np.uint64(h - 1)) * np.uint64(w)
+    return r0, r1, y - np.float32(y0)
+
+
+@njit(cache=True, inline="always")
+def _lerp_rows(voxels, r0, r1, x0, x1, fx, fy):
+    top = voxels[r0 + x0] + (voxels[r0 + x1] - voxels[r0 + x0]) * fx
+    bottom = voxels[r1 + x0] + (voxels[r1 + x1] - voxels[r1 + x0]) * fx
+    return top + (bottom - top) * fy
+
+
 # ---------------------------------------------------------------------------------------------------
 # Public kernels.
 
@@ -283,6 +332,39 @@ def crop_stack(stack, slice_idx, center_col, center_row, spacing_row_mm, spacing
 
 
 @njit(parallel=True, cache=True, fastmath=True)
+def crop_boxes(stack, slice_idx, centers, spacing_row_mm, spacing_col_mm, box_mm, out_px, lo, hi):
+    """uint8 [B, D, out_px, out_px]: ``crop_stack`` at angle 0 for B boxes of one series in one call
+    (the converter's case): box b takes slices ``slice_idx[b]`` (int [B, D], clamped to the series)
+    around centre ``centers[b] = (col, row)``. One call per series, not per box: a parallel launch
+    costs about as much as cutting one 11-slice crop, and the B * D * out_px rows share the threads.
+    Axis-aligned sampling separates: each output column's (x0, x1, fx) is computed once per box."""
+    n_slices, h, w = stack.shape
+    voxels = stack.reshape(-1)
+    n_boxes, depth = slice_idx.shape
+    out = np.empty((n_boxes, depth, out_px, out_px), np.uint8)
+    scale = _window_scale(lo, hi)
+    lo32 = np.float32(lo)
+    step = box_mm / out_px
+    half = out_px / 2.0 - 0.5
+    dcol = step / spacing_col_mm
+    drow = step / spacing_row_mm
+    x0s = np.empty((n_boxes, out_px), np.uint64)
+    x1s = np.empty((n_boxes, out_px), np.uint64)
+    fxs = np.empty((n_boxes, out_px), np.float32)
+    for b in range(n_boxes):
+        x0s[b], x1s[b], fxs[b] = _axis_table(centers[b, 0] - half * dcol, dcol, out_px, w)
+    for t in prange(n_boxes * depth * out_px):
+        i = t % out_px
+        k = (t // out_px) % depth
+        b = t // (out_px * depth)
+        base = np.uint64(min(max(slice_idx[b, k], 0), n_slices - 1) * h * w)
+        r0, r1, fy = _row_pair(base, centers[b, 1] - half * drow + i * drow, h, w)
+        for j in range(out_px):
+            out[b, k, i, j] = _to_grey(_lerp_rows(voxels, r0, r1, x0s[b, j], x1s[b, j], fxs[b, j], fy), lo32, scale)
+    return out
+
+
+@njit(parallel=True, cache=True, fastmath=True)
 def resample_volume(stack, out_slices, out_px, lo, hi):
     """uint8 [out_slices, out_px, out_px]: the whole series resized, windowed (level localiser input).
 
@@ -302,6 +384,7 @@ def resample_volume(stack, out_slices, out_px, lo, hi):
     sy = h / out_px
     z_step = (n_slices - 1) / (out_slices - 1) if out_slices > 1 else 0.0
     z_first = 0.0 if out_slices > 1 else (n_slices - 1) / 2.0
+    x0s, x1s, fxs = _axis_table(0.5 * sx - 0.5, sx, out_px, w)
     for t in prange(out_slices * out_px):
         k = t // out_px
         i = t - k * out_px
@@ -309,13 +392,11 @@ def resample_volume(stack, out_slices, out_px, lo, hi):
         z0 = min(int(z), n_slices - 1)
         z1 = min(z0 + 1, n_slices - 1)
         fz = np.float32(z - z0)
-        base0 = np.uint64(z0 * h * w)
-        base1 = np.uint64(z1 * h * w)
         y = (i + 0.5) * sy - 0.5
-        x = 0.5 * sx - 0.5
+        a0, a1, fy = _row_pair(np.uint64(z0 * h * w), y, h, w)
+        b0, b1, _ = _row_pair(np.uint64(z1 * h * w), y, h, w)
         for j in range(out_px):  # branch-free: at fz == 0 the lerp returns the first plane exactly
-            a = _bilinear(voxels, base0, h, w, x, y)
-            b = _bilinear(voxels, base1, h, w, x, y)
+            a = _lerp_rows(voxels, a0, a1, x0s[j], x1s[j], fxs[j], fy)
+            b = _lerp_rows(voxels, b0, b1, x0s[j], x1s[j], fxs[j], fy)
             out[k, i, j] = _to_grey(a + (b - a) * fz, lo32, scale)
-            x += sx
     return out

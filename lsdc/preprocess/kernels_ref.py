@@ -47,6 +47,11 @@ def crop_stack_ref(stack, slice_idx, center_col, center_row, spacing_row_mm, spa
     return normalize_uint8_ref(bilinear_ref(stack, z, x, y), lo, hi)
 
 
+def crop_boxes_ref(stack, slice_idx, centers, spacing_row_mm, spacing_col_mm, box_mm, out_px, lo, hi):
+    return np.stack([crop_stack_ref(stack, idx, c[0], c[1], spacing_row_mm, spacing_col_mm, box_mm, out_px,
+                                    0.0, lo, hi) for idx, c in zip(slice_idx, centers)])
+
+
 def resample_volume_ref(stack, out_slices, out_px, lo, hi):
     n_slices, h, w = stack.shape
     if out_slices > 1:
