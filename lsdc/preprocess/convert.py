@@ -42,6 +42,12 @@ def _convert_and_commit(job: StudyJob, pcfg, out_dir: str, fingerprint: str) -> 
     return job.study_id, r.slices_read
 
 
+def _one_thread() -> None:
+    """Pool workers already take one core each: a kernel's own threads would only oversubscribe."""
+    import numba
+    numba.set_num_threads(1)
+
+
 def _todo(jobs, pcfg, out_dir) -> list[tuple[StudyJob, str]]:
     """(job, fingerprint) of every study without a valid committed part."""
     out = []
@@ -64,7 +70,7 @@ def _run_jobs(jobs, pcfg, out_dir, workers: int, progress: bool) -> int:
         # fork is safe: numba runs the fork-safe workqueue layer (numba_setup) and no CUDA is touched
         # here; kernels compiled in the parent are inherited by every worker
         warm_up_kernels(pcfg)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_one_thread) as pool:
             futures = [pool.submit(_convert_and_commit, job, pcfg, str(out_dir), fp) for job, fp in jobs]
             for f in as_completed(futures):
                 slices += f.result()[1]

@@ -7,19 +7,17 @@ from all parts is a separate, repeatable step.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
-from numcodecs import Blosc
-
 
 PARTS_DIR = "_parts"
-# A part is read once, at assembly: fastest LZ4 level, no shuffle (the store's own codec is chosen
-# for read speed in store.py).
-_CODEC = Blosc(cname="lz4", clevel=1, shuffle=Blosc.NOSHUFFLE)
+# Arrays are stored raw (an uncompressed .npz): a part is written once and read once, at assembly,
+# and MR crops compress ~1.1x, so compressing here would only cost time (the store's own codec is
+# chosen for read speed in store.py).
 
 
 def parts_dir(out_dir) -> Path:
@@ -38,16 +36,15 @@ def save_part(path: Path, fingerprint: str, crops: dict, rows: dict, volumes: di
     for kind, table in (("crops", crops), ("volumes", volumes)):
         for view, arr in table.items():
             key = f"{kind}/{view}"
-            arrays[key] = np.frombuffer(_CODEC.encode(np.ascontiguousarray(arr)), dtype=np.uint8)
+            arrays[key] = np.ascontiguousarray(arr, dtype=np.uint8)
             meta["shapes"][key] = list(arr.shape)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
     # No fsync: rename is atomic against a killed process, and a part that a power loss leaves
     # truncated fails to load, so read_part returns None and the study is simply converted again.
-    tmp.write_bytes(buf.getbuffer())
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     os.replace(tmp, path)  # the commit point
 
 
@@ -79,15 +76,17 @@ class Part:
         if shape is None:
             return None
         with np.load(self.path) as z:
-            raw = z[key].tobytes()
-        return np.frombuffer(_CODEC.decode(raw), dtype=np.uint8).reshape(shape)
+            arr = z[key]
+        if list(arr.shape) != shape or arr.dtype != np.uint8:
+            raise ValueError(f"{self.path}: {key} is {arr.dtype} {arr.shape}, its metadata says uint8 {shape}")
+        return arr
 
 
 def read_part(path: Path) -> Part | None:
     """The committed part, or None when it is missing or unreadable (then the study is redone)."""
     try:
         return Part(path)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile):
         return None
 
 

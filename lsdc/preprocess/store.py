@@ -49,6 +49,11 @@ def _codec() -> BloscCodec:
     return BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
 
 
+# Every chunk holds real samples, so skip zarr's all-fill-value test of each chunk before writing it
+# (it cost as much as compressing the chunk); every chunk file then exists, as the loader expects.
+_WRITE_CONFIG = {"write_empty_chunks": True}
+
+
 class _ChunkWriter:
     """Appends samples to a Zarr array in whole, chunk-aligned blocks (memory: one chunk + one study)."""
 
@@ -82,7 +87,7 @@ def _write_view(folder: Path, parts, view: str, pcfg: PreprocessConfig) -> dict:
     rows = [r for p in parts for r in p.rows(view)]
     shape = (len(rows), spec.store_slices, spec.store_px, spec.store_px)
     crops = group.create_array("crops", shape=shape, chunks=(pcfg.chunk_samples,) + shape[1:], dtype="uint8",
-                               compressors=_codec(), fill_value=0)
+                               compressors=_codec(), fill_value=0, config=_WRITE_CONFIG)
     writer = _ChunkWriter(crops, pcfg.chunk_samples)
     for p in parts:
         writer.add(p.array("crops", view))
@@ -93,7 +98,7 @@ def _write_view(folder: Path, parts, view: str, pcfg: PreprocessConfig) -> dict:
         vrows = [r for p in parts for r in p.volume_rows(view)]
         vshape = (len(vrows), pcfg.volume_slices, pcfg.volume_px, pcfg.volume_px)
         vols = group.create_array("volumes", shape=vshape, chunks=(1,) + vshape[1:], dtype="uint8",
-                                  compressors=_codec(), fill_value=0)
+                                  compressors=_codec(), fill_value=0, config=_WRITE_CONFIG)
         vwriter = _ChunkWriter(vols, 1)
         for p in parts:
             vwriter.add(p.array("volumes", view))
