@@ -30,6 +30,17 @@ def test_overrides_by_unique_name_and_dotted_path(tmp_path):
     assert cfg.loader.backend == "torch" and cfg.model.pretrained is True
 
 
+def test_one_field_of_a_view_keeps_that_views_other_defaults():
+    """Overriding out_px of the axial view must not reset its crop_mm (45) to the CropSpec class
+    default (40); the other views and sections stay at their defaults."""
+    default = Config().preprocess
+    cfg = load_config(None, ["--preprocess.axial_t2.out_px=64", "--preprocess.sagittal_t1.slices=5"])
+    assert default.axial_t2.crop_mm == 45.0 and default.sagittal_t1.crop_mm == 40.0
+    assert cfg.preprocess.axial_t2.crop_mm == 45.0 and cfg.preprocess.axial_t2.out_px == 64
+    assert cfg.preprocess.sagittal_t1.slices == 5 and cfg.preprocess.sagittal_t1.out_px == default.sagittal_t1.out_px
+    assert cfg.preprocess.sagittal_t2 == default.sagittal_t2 and cfg.train == Config().train
+
+
 def test_exponent_without_dot_is_a_number():
     assert load_config(None, ["--lr=1e-4", "--backbone_lr=3E-5"]).train.lr == 1e-4
 

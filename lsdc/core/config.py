@@ -451,14 +451,19 @@ def build_config(values: dict | None = None) -> Config:
     return _instantiate(Config, tree)
 
 
-def _instantiate(cls, tree: dict):
+def _instantiate(cls, tree: dict, default=None):
+    """``default`` (else ``cls()``) with the values in ``tree`` replaced. A nested section starts from
+    its parent's default for it, so overriding one field of e.g. ``preprocess.axial_t2`` keeps that
+    view's own defaults (crop_mm 45) rather than the CropSpec class defaults."""
+    base = cls() if default is None else default
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in tree:
             t = hints[f.name]
-            kwargs[f.name] = _instantiate(t, tree[f.name]) if dataclasses.is_dataclass(t) else tree[f.name]
-    return cls(**kwargs)
+            kwargs[f.name] = (_instantiate(t, tree[f.name], getattr(base, f.name)) if dataclasses.is_dataclass(t)
+                              else tree[f.name])
+    return dataclasses.replace(base, **kwargs)
 
 
 def parse_override(text: str) -> tuple[str, object]:
