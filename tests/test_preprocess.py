@@ -319,3 +319,22 @@ def test_bad_arguments(data, tmp_path, capsys):
     assert main(["preprocess", str(tmp_path / "nowhere"), str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("lsdc preprocess: error:") for e in err)
+
+
+# -- bench convert ---------------------------------------------------------------------------------
+def test_bench_convert_reports_every_figure(data, tmp_path, capsys):
+    """`lsdc bench convert --data` on the 4-study set: the JSON keys the issue names, rates of the same
+    files on both sides, the smallest kernel ratio, and a peak RSS per subset size."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "convert", "--data", str(data), "--repeats", "1", "--workers", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    n_files = sum(1 for _ in (data / "train_images").rglob("*.dcm"))
+    assert res["slices"] > 0 and res["slices"] <= n_files
+    for key in ("converter_slices_per_s", "pydicom_read_slices_per_s", "converter_parallel_slices_per_s",
+                "pydicom_read_parallel_slices_per_s", "kernel_speedup", "peak_rss_mb"):
+        assert isinstance(res[key], float) and res[key] > 0, key
+    assert res["converter_vs_pydicom"] == pytest.approx(res["converter_slices_per_s"] / res["pydicom_read_slices_per_s"])
+    assert res["kernel_speedup"] == min(k["speedup"] for k in res["kernels"].values())
+    assert {"series_window", "crop_boxes", "resample_volume"} <= set(res["kernels"])
+    assert set(res["peak_rss_mb_by_studies"]) == {"2", "4"} and res["peak_rss_mb"] < 1500
+    assert "converter / pydicom" in capsys.readouterr().out

@@ -1,8 +1,9 @@
 """`lsdc bench convert [--data DATA_DIR] [--studies N] [--json FILE]`: what the one-time conversion costs.
 
 - converter slices/s: the whole `preprocess()` (plan, read, decode, sort, window, crop, assemble) on
-  one process, against the raw pydicom read + decode rate of the very same files in the same run;
-  and with all cores (the worker pool) beside it;
+  one process, against the raw pydicom read + decode rate of the very same files in the same run,
+  the two timed in turns (median of --repeats after a warm-up round); and with all cores (the
+  worker pool against the same reads split over as many processes) beside it;
 - kernel speed-up: each Numba kernel against its NumPy reference (``kernel_speedup`` is the smallest);
 - peak RSS of a conversion, measured in a fresh process for half and for all the studies (flat means
   memory does not grow with the dataset).
@@ -27,7 +28,7 @@ from ..core.errors import InputError
 from ..preprocess.convert import preprocess
 from ..preprocess.kernel_bench import kernel_speed
 from ..preprocess.plan import build_jobs
-from .timing import median_rate, table, write_json
+from .timing import interleaved_rates, table, write_json
 
 # Peak RSS of a conversion in a fresh process. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
 # exec, so a child of this (torch-importing) process would report the parent's peak.
@@ -90,18 +91,18 @@ def bench_convert(data_dir=None, studies: int = 8, repeats: int = 3, workers: in
         if not (data_dir / "train_series_descriptions.csv").is_file():
             raise InputError(f"{data_dir}: no train_series_descriptions.csv (a competition-format folder?)")
         files = _files(data_dir)
-        runs = iter(range(10_000))
-
-        def convert(w):
-            out = work / f"store{next(runs)}"
-            preprocess(data_dir, out, workers=w, progress=False)
-            shutil.rmtree(out)
-
-        read = median_rate(lambda: _pydicom_read(files), len(files), repeats)
-        conv1 = median_rate(lambda: convert(1), len(files), repeats)
+        out = work / "store"
         cores = workers or os.cpu_count()
-        read_all = median_rate(lambda: _pydicom_read_parallel(files, cores), len(files), repeats)
-        conv_all = median_rate(lambda: convert(cores), len(files), repeats)
+        n = len(files)
+        # Each ratio's two sides are timed in turns (same background load); the store a conversion
+        # wrote is deleted between calls, untimed.
+        rates = interleaved_rates({
+            "read": (lambda: _pydicom_read(files), n),
+            "convert": (lambda: preprocess(data_dir, out, workers=1, progress=False), n),
+            "read_all": (lambda: _pydicom_read_parallel(files, cores), n),
+            "convert_all": (lambda: preprocess(data_dir, out, workers=cores, progress=False), n),
+        }, repeats, between=lambda: shutil.rmtree(out, ignore_errors=True))
+        read, conv1, read_all, conv_all = ({"per_s": rates[k][0]} for k in ("read", "convert", "read_all", "convert_all"))
         kernels = kernel_speed(repeats=5)
         rss = _peak_rss(data_dir, work)
         return {
@@ -136,10 +137,10 @@ def run(args) -> int:
     w = res["workers"]
     print(table([
         {"processes": 1, "pydicom read+decode slices/s": res["pydicom_read_slices_per_s"],
-         "converter slices/s": res["converter_slices_per_s"], "converter / pydicom": res["converter_vs_pydicom"]},
+         "converter slices/s": res["converter_slices_per_s"], "converter / pydicom": f"{res['converter_vs_pydicom']:.2f}"},
         {"processes": w, "pydicom read+decode slices/s": res["pydicom_read_parallel_slices_per_s"],
          "converter slices/s": res["converter_parallel_slices_per_s"],
-         "converter / pydicom": res["converter_parallel_vs_pydicom_parallel"]},
+         "converter / pydicom": f"{res['converter_parallel_vs_pydicom_parallel']:.2f}"},
     ], ["processes", "pydicom read+decode slices/s", "converter slices/s", "converter / pydicom"]))
     print(f"({res['slices']} slices; converter = the whole `lsdc preprocess`, plan to assembled store)")
     print(table([{"kernel": k, "numba ms": v["numba_s"] * 1e3, "numpy ms": v["numpy_s"] * 1e3,

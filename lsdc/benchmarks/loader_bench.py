@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -32,7 +31,7 @@ import numpy as np
 from ..core.config import Config, load_config
 from ..core.errors import InputError
 from ..core.schema import SAG_T2, VIEWS
-from .timing import median_rate, table, write_json
+from .timing import cpu_s as _cpu_s, interleaved_rates, median_rate, table, write_json
 
 LOADER_BACKENDS = ("dali", "torch", "dicom")
 COLUMNS = ["backend", "augment", "workers", "samples_per_s", "samples_per_cpu_s", "load_1min", "note"]
@@ -72,28 +71,6 @@ def _prepare(args, cfg: Config) -> tuple[Path, Path | None, tempfile.TemporaryDi
     print(f"converting {data} into {store} ...", flush=True)
     preprocess(data, store, workers=args.workers or 1, cfg=cfg, progress=False)
     return store, data, tmp
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process (zarr-python uses a pool)
-    return r.ru_utime + r.ru_stime
-
-
-def interleaved_rates(calls: dict, repeats: int) -> dict:
-    """{name: (fn, items per call)} -> {name: (items per wall second, items per CPU second)} of the median
-    call. The calls are taken in turns so that every row sees the same background load (they are
-    compared with each other); the CPU-second figure is this process's own CPU time, which other work
-    on the host does not inflate."""
-    wall, cpu = {k: [] for k in calls}, {k: [] for k in calls}
-    for r in range(repeats + 1):  # the first round warms up
-        for k, (fn, _) in calls.items():
-            t, c = time.perf_counter(), _cpu_s()
-            fn()
-            if r:
-                wall[k].append(time.perf_counter() - t)
-                cpu[k].append(_cpu_s() - c)
-    return {k: (n / statistics.median(wall[k]), n / max(1e-9, statistics.median(cpu[k])))
-            for k, (_, n) in calls.items()}
 
 
 def decode_call(reader, min_samples: int):

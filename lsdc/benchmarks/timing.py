@@ -22,6 +22,32 @@ def median_rate(fn, items_per_call: int, repeats: int = 5, warmup: int = 1) -> d
             "repeats": repeats}
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process so far, every thread included (zarr-python uses a pool)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def interleaved_rates(calls: dict, repeats: int, between=None) -> dict:
+    """{name: (fn, items per call)} -> {name: (items per wall second, items per CPU second)} of the median
+    call. The calls are taken in turns (one warm-up round first) so that every row sees the same
+    background load (they are compared with each other); the CPU-second figure is this process's own
+    CPU time, which other work on the host does not inflate (nor count: worker processes are not in
+    it). ``between``, if given, runs untimed after every call (e.g. to delete what the call wrote)."""
+    wall, cpu = {k: [] for k in calls}, {k: [] for k in calls}
+    for r in range(repeats + 1):
+        for k, (fn, _) in calls.items():
+            t, c = time.perf_counter(), cpu_s()
+            fn()
+            if r:
+                wall[k].append(time.perf_counter() - t)
+                cpu[k].append(cpu_s() - c)
+            if between is not None:
+                between()
+    return {k: (n / statistics.median(wall[k]), n / max(1e-9, statistics.median(cpu[k])))
+            for k, (_, n) in calls.items()}
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MB: VmHWM where /proc has it (it resets on exec,
     unlike ru_maxrss, which Linux carries over from the parent), else ru_maxrss."""
