@@ -80,7 +80,7 @@ def _peak_rss(data_dir: Path, work: Path) -> dict:
     return out
 
 
-def bench_convert(data_dir=None, studies: int = 8, repeats: int = 3, workers: int | None = None) -> dict:
+def bench_convert(data_dir=None, studies: int = 16, repeats: int = 3, workers: int | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="lsdc-bench-convert-"))
     try:
         if data_dir is None:
@@ -126,7 +126,7 @@ def bench_convert(data_dir=None, studies: int = 8, repeats: int = 3, workers: in
 
 def configure(p) -> None:
     p.add_argument("--data", default=None, help="competition-format folder (default: synthesise one)")
-    p.add_argument("--studies", type=int, default=8, help="studies to synthesise without --data")
+    p.add_argument("--studies", type=int, default=16, help="studies to synthesise without --data")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=None, help="pool size of the parallel run (default all cores)")
     p.add_argument("--json", default=None, metavar="FILE")
