@@ -4,7 +4,7 @@ synth -> preprocess -> train (each view, one fold) -> bench (loader, step) -> pr
 localiser -> predict the synthetic test studies -> score -> predict again at the true points (what the
 localiser costs end to end), ending with a summary table of what it measured (also DIR/summary.json). Demo scale: a CPU must finish it in minutes, so it converts at
 ``out_px`` 64 and trains a tiny timm model (DEMO_OVERRIDES; the spinal view for ``epochs``, the
-two-sided views for a third of that); your own ``--key=value`` overrides win.
+two-sided views for half of that, augmentation off); your own ``--key=value`` overrides win.
 """
 from __future__ import annotations
 
@@ -20,12 +20,17 @@ from .core.errors import InputError
 from .core.schema import SAG_T2, VIEWS
 
 DEMO_STUDIES = 48
-DEMO_TEST_STUDIES = 12
+DEMO_TEST_STUDIES = 24  # the score gap (predicted vs true points) is noise-limited below ~20 studies
 DEMO_SEED = 2024
 DEMO_OVERRIDES = [f"--preprocess.{v}.out_px=64" for v in VIEWS] + [
     "--backbone=test_convnext", "--proj_dim=64", "--gru_hidden=32", "--attn_dim=32", "--level_emb_dim=16",
     "--batch_size=8", "--epochs=24", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=2", "--patience=0",
-    "--loader.workers=0", "--loc_epochs=40"]
+    "--loader.workers=0", "--loc_epochs=40",
+    # At this scale (48 studies, a tiny model, 64 px) the default augmentation keeps the two-sided views
+    # from learning: sagittal T1 at 12 epochs reached BA 0.84 without it, 0.62 with a mild one, ~0.5
+    # with the default (whichever one group of it was switched off). The loader benchmark still
+    # measures the augmented pipeline; real-scale training keeps the defaults.
+    "--augment=false"]
 
 
 class Summary:
@@ -94,8 +99,8 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
     runs = []
     for view in VIEWS:
         # the spinal view gets the full schedule (its BA is the demo's learning check); the two
-        # two-sided views, with twice the samples, are trained briefly
-        epochs = cfg.train.epochs if view == SAG_T2 else max(1, cfg.train.epochs // 3)
+        # two-sided views, with twice the samples, get half of it
+        epochs = cfg.train.epochs if view == SAG_T2 else max(1, cfg.train.epochs // 2)
         vcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         res = _stage(s, f"train {view}", train, vcfg, store, view, 0, out / "runs" / view)
         s.add(f"train {view}", "epochs", epochs)
