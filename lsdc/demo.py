@@ -2,9 +2,10 @@
 
 synth -> preprocess -> train (each view, one fold) -> bench (loader, step) -> profile -> train the
 localiser -> predict the synthetic test studies -> score -> predict again at the true points (what the
-localiser costs end to end), ending with a summary table of what it measured (also DIR/summary.json). Demo scale: a CPU must finish it in minutes, so it converts at
-``out_px`` 64 and trains a tiny timm model (DEMO_OVERRIDES; the spinal view for ``epochs``, the
-two-sided views for half of that, augmentation off); your own ``--key=value`` overrides win.
+localiser costs end to end), ending with a summary table of what it measured (also
+DIR/summary.json). Demo scale: a 2-core CPU finishes it in ~17 minutes, so it converts at ``out_px``
+64 and trains a randomly initialised resnet18 with slice/crop jitter only (DEMO_OVERRIDES; the spinal
+view for ``epochs``, the two-sided views for half of that); your own ``--key=value`` overrides win.
 """
 from __future__ import annotations
 
@@ -23,14 +24,17 @@ DEMO_STUDIES = 48
 DEMO_TEST_STUDIES = 24  # the score gap (predicted vs true points) is noise-limited below ~20 studies
 DEMO_SEED = 2024
 DEMO_OVERRIDES = [f"--preprocess.{v}.out_px=64" for v in VIEWS] + [
-    "--backbone=test_convnext", "--proj_dim=64", "--gru_hidden=32", "--attn_dim=32", "--level_emb_dim=16",
-    "--batch_size=8", "--epochs=24", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=2", "--patience=0",
+    "--backbone=resnet18", "--proj_dim=64", "--gru_hidden=32", "--attn_dim=32", "--level_emb_dim=16",
+    "--batch_size=8", "--epochs=20", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=2", "--patience=0",
     "--loader.workers=0", "--loc_epochs=40",
-    # At this scale (48 studies, a tiny model, 64 px) the default augmentation keeps the two-sided views
-    # from learning: sagittal T1 at 12 epochs reached BA 0.84 without it, 0.62 with a mild one, ~0.5
-    # with the default (whichever one group of it was switched off). The loader benchmark still
-    # measures the augmented pipeline; real-scale training keeps the defaults.
-    "--augment=false"]
+    # Augmentation: the jitter that makes a classifier robust to the localiser's error (SPEC 5: shift
+    # the slice window and the crop), nothing else. Measured at this scale: timm's tiny test_convnext
+    # learned the two-sided views only without any augmentation, and then lost 0.096 of score on the
+    # localiser's ~1 px / 7 % slice misses; resnet18 (random init) with this jitter learns all three
+    # views (BA 1.0 / 0.98 / 1.0) and loses 0.001. Rotation, scale and grey-level jitter are off only
+    # to keep the demo's epochs few; real-scale training keeps the defaults.
+    "--augment=true", "--translate_frac=0.05", "--max_slice_shift=1", "--rotate_deg=0", "--scale_range=0",
+    "--brightness=0", "--contrast=0", "--gamma=0", "--noise_std=0"]
 
 
 class Summary:
