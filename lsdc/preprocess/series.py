@@ -117,7 +117,9 @@ def _uint(ds, tag) -> int | None:
         if not v:
             return None
         v = ds[tag].value  # an unusual encoding: let pydicom convert it
-    return None if v in (None, "") else int(v[0] if isinstance(v, (list, tuple)) else v)
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":  # as _text: VM > 1 -> first
+        v = v[0] if len(v) else None
+    return None if v in (None, "") else int(v)
 
 
 def _optional_float(ds, tag):
