@@ -319,3 +319,16 @@ def test_unknown_instance(tmp_path):
     s = load_series(tmp_path / "s", series_id=5)
     e = _reason(s.spatial_index, 42)
     assert e.reason == "no_instance" and "42" in str(e)
+
+
+def test_header_integers_from_raw_and_converted_elements(tmp_path):
+    """US values: unpacked from the raw bytes (both byte orders), taken from converted elements, and a
+    malformed multi-valued one yields its first value instead of a TypeError; absent -> None."""
+    from lsdc.preprocess.series import _uint
+    big = pydicom.dcmread(os.path.join(PYDICOM_FILES, "MR_small_bigendian.dcm"))
+    little = pydicom.dcmread(os.path.join(PYDICOM_FILES, "MR_small.dcm"))
+    assert _uint(big, 0x00280010) == _uint(little, 0x00280010) == 64  # Rows, raw bytes
+    ds = Dataset()
+    ds.Columns = 9
+    ds.add_new(0x00280010, "US", [7, 8])
+    assert _uint(ds, 0x00280011) == 9 and _uint(ds, 0x00280010) == 7 and _uint(ds, 0x00280100) is None
