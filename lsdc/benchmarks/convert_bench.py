@@ -102,18 +102,18 @@ def bench_convert(data_dir=None, studies: int = 16, repeats: int = 3, workers: i
             "read_all": (lambda: _pydicom_read_parallel(files, cores), n),
             "convert_all": (lambda: preprocess(data_dir, out, workers=cores, progress=False), n),
         }, repeats, between=lambda: shutil.rmtree(out, ignore_errors=True))
-        read, conv1, read_all, conv_all = ({"per_s": rates[k][0]} for k in ("read", "convert", "read_all", "convert_all"))
+        read, conv1, read_all, conv_all = (rates[k][0] for k in ("read", "convert", "read_all", "convert_all"))
         kernels = kernel_speed(repeats=5)
         rss = _peak_rss(data_dir, work)
         return {
             "slices": len(files),
-            "pydicom_read_slices_per_s": read["per_s"],
-            "converter_slices_per_s": conv1["per_s"],
-            "converter_vs_pydicom": conv1["per_s"] / read["per_s"],  # same files, 1 process each
+            "pydicom_read_slices_per_s": read,
+            "converter_slices_per_s": conv1,
+            "converter_vs_pydicom": conv1 / read,  # same files, 1 process each
             "workers": cores,
-            "pydicom_read_parallel_slices_per_s": read_all["per_s"],
-            "converter_parallel_slices_per_s": conv_all["per_s"],
-            "converter_parallel_vs_pydicom_parallel": conv_all["per_s"] / read_all["per_s"],
+            "pydicom_read_parallel_slices_per_s": read_all,
+            "converter_parallel_slices_per_s": conv_all,
+            "converter_parallel_vs_pydicom_parallel": conv_all / read_all,
             "kernels": kernels,
             "kernel_speedup": min(k["speedup"] for k in kernels.values()),
             "peak_rss_mb": max(rss.values()),

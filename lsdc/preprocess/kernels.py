@@ -217,28 +217,10 @@ def _to_grey(value, lo, scale):
     return np.uint8(g + np.float32(0.5))
 
 
-@njit(cache=True, inline="always")
-def _bilinear(voxels, base, h, w, x, y):
-    """Bilinear sample at (col x, row y) of the [h, w] image starting at flat offset ``base`` of
-    ``voxels`` (a flattened C-order stack); outside points take the edge pixel. Flat unsigned
-    indices and float32 arithmetic keep the inner loops free of wraparound checks."""
-    x = min(max(np.float32(x), np.float32(0.0)), np.float32(w - 1))
-    y = min(max(np.float32(y), np.float32(0.0)), np.float32(h - 1))
-    x0 = np.uint64(x)  # floor: x >= 0 here
-    y0 = np.uint64(y)
-    x1 = min(x0 + np.uint64(1), np.uint64(w - 1))
-    row0 = base + y0 * np.uint64(w)
-    row1 = base + min(y0 + np.uint64(1), np.uint64(h - 1)) * np.uint64(w)
-    fx = x - np.float32(x0)
-    fy = y - np.float32(y0)
-    top = voxels[row0 + x0] + (voxels[row0 + x1] - voxels[row0 + x0]) * fx
-    bottom = voxels[row1 + x0] + (voxels[row1 + x1] - voxels[row1 + x0]) * fx
-    return top + (bottom - top) * fy
-
-
-# Axis-aligned sampling (the converter's crops and whole-series volumes) separates: each output
-# column's (x0, x1, fx) is computed once per call, each output row's (y0, y1, fy) once per row.
-# Same clamping and float32 arithmetic as ``_bilinear``.
+# Bilinear sampling, clamped to the edge pixels, in float32 with flat unsigned indices. Axis-aligned
+# sampling (the converter's crops and whole-series volumes) separates: each output column's
+# (x0, x1, fx) is computed once per call (_axis_table), each output row's (y0, y1, fy) once per row
+# (_row_pair); _bilinear is the same arithmetic for one arbitrary point.
 
 @njit(cache=True)
 def _axis_table(first, step, n_out, size):
@@ -269,6 +251,18 @@ def _lerp_rows(voxels, r0, r1, x0, x1, fx, fy):
     top = voxels[r0 + x0] + (voxels[r0 + x1] - voxels[r0 + x0]) * fx
     bottom = voxels[r1 + x0] + (voxels[r1 + x1] - voxels[r1 + x0]) * fx
     return top + (bottom - top) * fy
+
+
+@njit(cache=True, inline="always")
+def _bilinear(voxels, base, h, w, x, y):
+    """Bilinear sample at (col x, row y) of the [h, w] image starting at flat offset ``base`` of
+    ``voxels`` (a flattened C-order stack); outside points take the edge pixel. Flat unsigned
+    indices and float32 arithmetic keep the inner loops free of wraparound checks."""
+    x = min(max(np.float32(x), np.float32(0.0)), np.float32(w - 1))
+    x0 = np.uint64(x)  # floor: x >= 0 here
+    x1 = min(x0 + np.uint64(1), np.uint64(w - 1))
+    r0, r1, fy = _row_pair(base, y, h, w)
+    return _lerp_rows(voxels, r0, r1, x0, x1, x - np.float32(x0), fy)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -86,6 +86,11 @@ _READ_TAGS = [_IPP, _IOP, _SPACING, _THICKNESS, _BETWEEN, _SLOPE, _INTERCEPT, _I
               _PIXEL_DATA]
 
 
+def _is_multi(v) -> bool:
+    """A multi-valued element's value (VM > 1): a list, tuple or pydicom MultiValue."""
+    return isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue"
+
+
 def _text(ds, tag) -> str:
     """The value of a text element as str ('' when absent or empty)."""
     elem = ds.get_item(tag)
@@ -94,7 +99,7 @@ def _text(ds, tag) -> str:
     v = elem.value
     if isinstance(v, bytes):
         return v.decode("latin-1").strip(" \x00")
-    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+    if _is_multi(v):
         return "\\".join(str(x) for x in v)
     return str(v).strip()
 
@@ -117,7 +122,7 @@ def _uint(ds, tag) -> int | None:
         if not v:
             return None
         v = ds[tag].value  # an unusual encoding: let pydicom convert it
-    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":  # as _text: VM > 1 -> first
+    if _is_multi(v):  # VM > 1: the first value
         v = v[0] if len(v) else None
     return None if v in (None, "") else int(v)
 
