@@ -134,6 +134,8 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
     pred = _stage(s, "predict", predict, data, runs, sub, "test", out / "localizer", out / "predict_work",
                   cfg=cfg, workers=workers)
     s.add("predict", "submission", str(sub))
+    stack_exact = _axial_stack_exact(data, out / "predict_work", out / "localizer.json")
+    s.add("predict", "axial points in the true series & stack", stack_exact["axial_stack_exact"])
     s.add("predict", "seconds per study (median)", round(pred["seconds_per_study_median"], 2))
     score = score_files(data / "test_labels.csv", sub)
     (out / "score.json").write_text(json.dumps(score, indent=1))
@@ -153,6 +155,18 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
     (out / "summary.json").write_text(json.dumps(s.values, indent=1, default=str))
     print("\n" + s.table())
     return s.values
+
+
+def _axial_stack_exact(data: Path, work: Path, loc_json: Path) -> dict:
+    """The share of predicted subarticular points in the labelled point's series and stack (a series
+    of angled slabs has one stack per slab), added to localizer.json beside the localiser's figures."""
+    from .core.readers import read_coordinates
+    from .inference.predict import COORDS_FILE
+    from .inference.project import axial_stack_exact
+    res = axial_stack_exact(data / "test_images", read_coordinates(work / COORDS_FILE),
+                            read_coordinates(data / "test_label_coordinates.csv"))
+    loc_json.write_text(json.dumps({**json.loads(loc_json.read_text()), **res}, indent=1))
+    return res
 
 
 def configure(p) -> None:

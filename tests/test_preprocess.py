@@ -175,22 +175,25 @@ def test_every_bad_input_is_skipped_with_a_reason(data, store, tmp_path, capsys)
     t2 = _series_of(bad, "sagittal_t2")
     t1 = _series_of(bad, "sagittal_t1")
     files = lambda s: sorted((images / str(s[0]) / str(s[1])).glob("*.dcm"), key=lambda p: int(p.stem))
-    expect = {}
-    # 1. truncated file inside the pixel data
-    f = files(t2[0])[2]
+    expect, notes = {}, {}  # reason -> (study, series): a skipped sample / a note, nothing lost
+    coords0 = pd.read_csv(bad / "train_label_coordinates.csv")
+    # 1. truncated pixel data on a labelled slice: that sample is skipped, the series' others stay
+    labelled = int(coords0[coords0.series_id == t2[0][1]].instance_number.iloc[0])
+    f = images / str(t2[0][0]) / str(t2[0][1]) / f"{labelled}.dcm"
     f.write_bytes(f.read_bytes()[:-5000])
     expect["truncated"] = t2[0]
-    # 2. a non-DICOM file in a series
+    # 2. a non-DICOM file in a series: it drops out with a note
     (images / str(t2[1][0]) / str(t2[1][1]) / "999.dcm").write_text("not a dicom file")
-    expect["not_dicom"] = t2[1]
-    # 3. missing pixel data
+    notes["not_dicom"] = t2[1]
+    # 3. missing pixel data on an unlabelled slice: a note
     ax_series = _series_of(bad, "axial_t2")
-    f = files(ax_series[0])[1]
+    ax_labelled = set(coords0[coords0.series_id == ax_series[0][1]].instance_number)
+    f = next(f for f in files(ax_series[0]) if int(f.stem) not in ax_labelled)
     ds = pydicom.dcmread(f)
     del ds.PixelData
     ds.save_as(f, enforce_file_format=True)
-    expect["no_pixels"] = ax_series[0]
-    # 4. a transfer syntax nothing here decodes (JPEG baseline needs the GPL extra)
+    notes["no_pixels"] = ax_series[0]
+    # 4. every slice an undecodable stream (JPEG baseline header, garbage inside): the series is lost
     for f in files(t1[0]):
         ds = pydicom.dcmread(f)
         if ds.file_meta.TransferSyntaxUID.is_compressed:
@@ -199,19 +202,19 @@ def test_every_bad_input_is_skipped_with_a_reason(data, store, tmp_path, capsys)
         ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8garbage\xff\xd9"])
         ds.save_as(f, enforce_file_format=True)
     expect["undecodable"] = t1[0]
-    # 5. one-slice series
+    # 5. one-slice series: no localiser volume, no sample
     for f in files(t1[1])[1:]:
         f.unlink()
     expect["one_slice"] = t1[1]
-    # 6. duplicate slice positions
+    # 6. a repeated slice position: collapsed with a note
     fs = files(t1[2])
     ds0, ds1 = pydicom.dcmread(fs[0]), pydicom.dcmread(fs[1])
     ds1.ImagePositionPatient = ds0.ImagePositionPatient
     ds1.save_as(fs[1], enforce_file_format=True)
-    expect["duplicate_positions"] = t1[2]
+    notes["duplicate_collapsed"] = t1[2]
     # 7-8. coordinates outside the image / instance number absent; 9. a blank label with coordinates
     coords = pd.read_csv(bad / "train_label_coordinates.csv")
-    spoiled = {series for _, series in expect.values()} | {ax_series[-1][1]}
+    spoiled = {series for _, series in [*expect.values(), *notes.values()]} | {ax_series[-1][1]}
     ax = coords[(coords.condition == "Left Subarticular Stenosis") & ~coords.series_id.isin(spoiled)
                 & (coords.study_id != t2[-1][0]) & (coords.study_id != t2[0][0])].index
     assert len(ax) >= 3, "the seed must give three intact axial labels"
@@ -243,6 +246,14 @@ def test_every_bad_input_is_skipped_with_a_reason(data, store, tmp_path, capsys)
         if study == gone:
             continue
         assert any(s["study_id"] == study and s["series_id"] == series for s in reasons[reason]), reason
+    for reason, (study, series) in notes.items():
+        if study == gone:
+            continue
+        assert any(n["study_id"] == study and n["series_id"] == series for n in rep["notes"]
+                   if n["reason"] == reason), reason
+        assert not any(s["series_id"] == series for s in rep["skipped"]), f"{reason} cost a sample"
+    truncated = [s for s in rep["skipped"] if s["reason"] == "truncated"]
+    assert len(truncated) == 1 and f"{labelled}.dcm" in truncated[0]["detail"]  # only its own sample
     for reason in ("point_outside_image", "instance_not_in_series", "unknown_series_description",
                    "series_description_unknown", "study_folder_missing"):
         assert reason in reasons, reason
@@ -254,7 +265,7 @@ def test_every_bad_input_is_skipped_with_a_reason(data, store, tmp_path, capsys)
     assert row.label.tolist() == [-1]
     clean_counts = read_index(store[0], SAG_T2).groupby("study_id").size()
     kept = read_index(out, SAG_T2).groupby("study_id").size()
-    broken = {expect[k][0] for k in ("truncated", "not_dicom")} | {gone}
+    broken = {expect["truncated"][0], gone}
     intact = [study for study in clean_counts.index if study not in broken]
     assert intact, "the test must leave some sagittal T2 series intact"
     for study in intact:

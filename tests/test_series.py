@@ -7,61 +7,18 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (MPEG2MPML, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage,
-                         generate_uid)
+from pydicom.uid import MPEG2MPML, DeflatedExplicitVRLittleEndian
 
 from lsdc.core.errors import InputError
 from lsdc.core.geometry import slice_normal
 from lsdc.preprocess.series import (SeriesError, _native_pixels, index_series, load_series, read_header,
                                    read_slice)
 
-SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # columns run posterior, rows run inferior: normal is -x
-OBLIQUE = tuple(np.round([0.0, 0.98, 0.199, 0.0, -0.199, 0.98], 6))  # ~11.5 degrees about x
+from dicom_files import OBLIQUE, SAGITTAL, write_series, write_slice
+
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")  # bundled: no download
-
-
-def write_slice(path, pixels, *, instance=1, ipp=(0.0, 0.0, 0.0), iop=SAGITTAL, spacing=(0.5, 0.6),
-                photometric="MONOCHROME2", slope=None, intercept=None, bits_stored=16, **tags):
-    """One single-frame MR Image Storage file with uint16 pixels (explicit VR little endian)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.826.0.1.3680043.8.498.1", "Sagittal T2/STIR"
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [float(v) for v in ipp]
-    ds.ImageOrientationPatient = [float(v) for v in iop]
-    ds.PixelSpacing = [float(v) for v in spacing]
-    ds.SliceThickness = 3.5
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def write_series(folder, n=6, shape=(12, 10), iop=SAGITTAL, spacing_mm=4.0, seed=0, **kw):
-    """n slices at shuffled InstanceNumbers; slice at spatial rank k has all pixels == 100 + k.
-    File names follow the instance numbers (as in the competition data), not the positions."""
-    folder.mkdir(parents=True, exist_ok=True)
-    normal = slice_normal(iop)
-    instances = np.random.default_rng(seed).permutation(n) + 1
-    origin = np.array([10.0, -20.0, 30.0])
-    for k in range(n):
-        pixels = np.full(shape, 100 + k, np.uint16)
-        write_slice(folder / f"{instances[k]}.dcm", pixels, instance=int(instances[k]),
-                    ipp=origin + k * spacing_mm * normal, iop=iop, **kw)
-    return instances
 
 
 # ------------------------------------------------------------------------------------------- sorting
@@ -70,18 +27,20 @@ def write_series(folder, n=6, shape=(12, 10), iop=SAGITTAL, spacing_mm=4.0, seed
 def test_slices_sorted_by_position_not_instance_number(tmp_path, iop):
     instances = write_series(tmp_path / "s", iop=iop, seed=3)
     s = load_series(tmp_path / "s", study_id=7, series_id=8)
-    assert (s.study_id, s.series_id) == (7, 8)
-    assert s.volume.shape == (6, 12, 10) and s.volume.dtype == np.float32
-    np.testing.assert_array_equal(s.volume[:, 0, 0], 100 + np.arange(6))
-    np.testing.assert_array_equal(s.instance_numbers, instances)
-    assert np.all(np.diff(s.slice_positions_mm) > 0)
-    np.testing.assert_allclose(np.diff(s.slice_positions_mm), 4.0, atol=1e-4)
-    assert s.slice_spacing_mm == pytest.approx(4.0, abs=1e-4)
-    np.testing.assert_allclose(s.normal, slice_normal(iop))
-    assert s.spacing_rc == (0.5, 0.6) and s.thickness_mm == 3.5
-    assert [p.name for p in s.files] == [f"{i}.dcm" for i in instances]
+    assert (s.study_id, s.series_id) == (7, 8) and len(s.stacks) == 1 and s.n_slices == 6
+    st = s.stacks[0]
+    assert (st.series_id, st.index) == (8, 0)
+    assert st.volume.shape == (6, 12, 10) and st.volume.dtype == np.float32
+    np.testing.assert_array_equal(st.volume[:, 0, 0], 100 + np.arange(6))
+    np.testing.assert_array_equal(st.instance_numbers, instances)
+    assert np.all(np.diff(st.z_mm) > 0)
+    np.testing.assert_allclose(np.diff(st.z_mm), 4.0, atol=1e-4)
+    assert st.slice_spacing_mm == pytest.approx(4.0, abs=1e-4)
+    np.testing.assert_allclose(st.normal, slice_normal(iop))
+    assert st.spacing_rc == (0.5, 0.6) and (st.rows, st.cols) == (12, 10)
+    assert [p.name for p in st.files] == [f"{i}.dcm" for i in instances]
     for k, inst in enumerate(instances):
-        assert s.spatial_index(inst) == k
+        assert s.find(inst) == (st, k)
 
 
 def test_instance_order_against_the_normal_is_reversed(tmp_path):
@@ -89,10 +48,10 @@ def test_instance_order_against_the_normal_is_reversed(tmp_path):
     folder.mkdir()
     for k in range(4):  # instance 1 is the highest position along the normal
         write_slice(folder / f"{k + 1}.dcm", np.full((4, 4), k, np.uint16), instance=k + 1, ipp=(-10.0 * (3 - k), 0, 0))
-    s = load_series(folder)  # the normal is -x, so instance 1 (x = -30) lies furthest along it
-    np.testing.assert_array_equal(s.instance_numbers, [4, 3, 2, 1])
-    np.testing.assert_array_equal(s.volume[:, 0, 0], [3, 2, 1, 0])
-    assert np.all(np.diff(s.slice_positions_mm) > 0)
+    st = load_series(folder).stacks[0]  # the normal is -x, so instance 1 (x = -30) lies furthest along it
+    np.testing.assert_array_equal(st.instance_numbers, [4, 3, 2, 1])
+    np.testing.assert_array_equal(st.volume[:, 0, 0], [3, 2, 1, 0])
+    assert np.all(np.diff(st.z_mm) > 0)
 
 
 def test_index_series_reads_headers(tmp_path):
@@ -109,14 +68,14 @@ def test_index_series_reads_headers(tmp_path):
 
 def test_pixel_patient_round_trip(tmp_path):
     write_series(tmp_path / "s", iop=OBLIQUE)
-    s = load_series(tmp_path / "s")
+    s = load_series(tmp_path / "s").stacks[0]
     point = s.pixel_to_patient(3, 4.5, 7.25)
-    idx, col, row = s.patient_to_pixel(point)
+    idx, col, row = s.locate(point)
     assert (idx, col, row) == pytest.approx((3.0, 4.5, 7.25), abs=1e-6)
     between = (s.pixel_to_patient(1, 2.0, 3.0) + s.pixel_to_patient(2, 2.0, 3.0)) / 2
-    assert s.patient_to_pixel(between)[0] == pytest.approx(1.5)
+    assert s.locate(between)[0] == pytest.approx(1.5)
     beyond = s.pixel_to_patient(5, 0.0, 0.0) + 2.0 * s.normal  # half a slice gap past the last slice
-    assert s.patient_to_pixel(beyond)[0] == pytest.approx(5.5)
+    assert s.locate(beyond)[0] == pytest.approx(5.5)
 
 
 # ------------------------------------------------------------------------------------------ intensities
@@ -140,8 +99,8 @@ def test_monochrome1_inverted_about_stored_max(tmp_path):
 
 def test_monochrome1_series_bright_is_high(tmp_path):
     write_series(tmp_path / "s", n=3, photometric="MONOCHROME1")
-    s = load_series(tmp_path / "s")
-    np.testing.assert_array_equal(s.volume[:, 0, 0], 65535.0 - (100 + np.arange(3)))
+    st = load_series(tmp_path / "s").stacks[0]
+    np.testing.assert_array_equal(st.volume[:, 0, 0], 65535.0 - (100 + np.arange(3)))
 
 
 # ------------------------------------------------------------------------------------ transfer syntaxes
@@ -228,16 +187,24 @@ def test_series_error_is_an_input_error():
 def test_non_dicom_file(tmp_path):
     write_series(tmp_path / "s", n=3)
     (tmp_path / "s" / "99.dcm").write_text("not a DICOM file\n" * 20)
-    e = _reason(load_series, tmp_path / "s")
-    assert e.reason == "not_dicom" and "99.dcm" in str(e)
+    s = load_series(tmp_path / "s")  # the file drops out with its reason; the series stays
+    assert s.n_slices == 3 and [(d.path.name, d.reason, d.instance_number) for d in s.dropped] == [("99.dcm", "not_dicom", 99)]
+    assert "99.dcm" in s.dropped[0].detail
+    assert _reason(s.find, 99).reason == "not_dicom"  # a label on it: skipped with the file's own reason
     assert _reason(index_series, tmp_path / "s").reason == "not_dicom"
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "1.dcm").write_text("not a DICOM file\n" * 20)
+    assert _reason(load_series, tmp_path / "t").reason == "not_dicom"  # nothing readable: the series fails
 
 
 def test_truncated_pixel_data(tmp_path):
     write_series(tmp_path / "s", n=3)
     path = tmp_path / "s" / "2.dcm"
     path.write_bytes(path.read_bytes()[:-30])
-    e = _reason(load_series, tmp_path / "s")
+    s = load_series(tmp_path / "s")
+    assert [(d.reason, d.instance_number) for d in s.dropped] == [("truncated", 2)] and "2.dcm" in s.dropped[0].detail
+    assert sorted(s.stacks[0].instance_numbers) == [1, 3] or len(s.stacks) == 2
+    e = _reason(s.find, 2)
     assert e.reason == "truncated" and "2.dcm" in str(e)
 
 
@@ -282,29 +249,55 @@ def test_missing_geometry(tmp_path):
 
 def test_one_slice(tmp_path):
     write_series(tmp_path / "s", n=1)
-    e = _reason(load_series, tmp_path / "s")
-    assert e.reason == "one_slice" and "1.dcm" in str(e)
+    s = load_series(tmp_path / "s")
+    assert len(s.stacks) == 1 and s.stacks[0].n_slices == 1 and not s.stacks[0].usable
 
 
-def test_duplicate_positions(tmp_path):
-    folder = tmp_path / "s"
-    write_series(folder, n=3)
-    ds = pydicom.dcmread(folder / "1.dcm")
-    ds.InstanceNumber = 4
+def _repeat(folder, source: str, instance: int):
+    """Copy ``source`` as another instance at the same position (a repeated acquisition)."""
+    ds = pydicom.dcmread(folder / source)
+    ds.InstanceNumber = instance
     ds.ImagePositionPatient = [v + 1e-4 for v in ds.ImagePositionPatient]
-    ds.save_as(folder / "4.dcm", enforce_file_format=True)
-    e = _reason(load_series, folder)
-    assert e.reason == "duplicate_positions" and "1.dcm" in str(e) and "4.dcm" in str(e)
+    ds.PixelData = (np.frombuffer(ds.PixelData, "<u2") + 1000).astype("<u2").tobytes()
+    ds.save_as(folder / f"{instance}.dcm", enforce_file_format=True)
+
+
+def test_duplicate_position_collapses_to_the_higher_instance(tmp_path):
+    folder = tmp_path / "s"
+    instances = write_series(folder, n=3)
+    first = int(instances[0])  # spatial slice 0
+    _repeat(folder, f"{first}.dcm", 4)
+    s = load_series(folder)
+    assert len(s.stacks) == 1 and s.n_slices == 3 and s.collapsed == [(first, 4)]
+    st = s.stacks[0]
+    assert st.instance_numbers[0] == 4 and st.volume[0, 0, 0] == 1100  # the copy's pixels
+    assert s.find(first) == (st, 0)  # a label on the dropped copy resolves to the kept one
+
+
+def test_duplicate_position_keeps_the_labelled_instance(tmp_path):
+    folder = tmp_path / "s"
+    instances = write_series(folder, n=3)
+    first = int(instances[0])
+    _repeat(folder, f"{first}.dcm", 4)
+    s = load_series(folder, keep_instances=[first])
+    assert s.collapsed == [(4, first)] and s.stacks[0].instance_numbers[0] == first
+    assert s.stacks[0].volume[0, 0, 0] == 100
 
 
 @pytest.mark.parametrize("change", [dict(shape=(12, 11)), dict(iop=OBLIQUE), dict(spacing=(0.5, 0.7))])
-def test_mixed_geometry(tmp_path, change):
+def test_other_geometry_is_its_own_stack(tmp_path, change):
     folder = tmp_path / "s"
     write_series(folder, n=3)
     shape = change.pop("shape", (12, 10))
     write_slice(folder / "9.dcm", np.zeros(shape, np.uint16), instance=9, ipp=(50.0, 0, 0), **change)
-    e = _reason(load_series, folder)
-    assert e.reason == "mixed_geometry" and "9.dcm" in str(e)
+    write_slice(folder / "8.dcm", np.zeros(shape, np.uint16), instance=8, ipp=(46.0, 0, 0), **change)
+    s = load_series(folder)
+    assert [st.n_slices for st in s.stacks] in ([3, 2], [2, 3]) and not s.dropped
+    main = next(st for st in s.stacks if st.n_slices == 3)
+    odd = next(st for st in s.stacks if st.n_slices == 2)
+    assert sorted(main.instance_numbers) == [1, 2, 3] and sorted(odd.instance_numbers) == [8, 9]
+    assert odd.volume.shape[1:] == shape and main.volume.shape[1:] == (12, 10)
+    assert [st.index for st in s.stacks] == [0, 1]
 
 
 def test_empty_or_missing_folder(tmp_path):
@@ -317,7 +310,7 @@ def test_empty_or_missing_folder(tmp_path):
 def test_unknown_instance(tmp_path):
     write_series(tmp_path / "s", n=3)
     s = load_series(tmp_path / "s", series_id=5)
-    e = _reason(s.spatial_index, 42)
+    e = _reason(s.find, 42)
     assert e.reason == "no_instance" and "42" in str(e)
 
 

@@ -54,6 +54,7 @@ class VolumeGeom:
     flip_k: bool = False
     flip_r: bool = False
     flip_c: bool = False
+    stack: int = 0  # the series' stack the volume was made from (its largest)
 
     @classmethod
     def from_row(cls, row, vs: int, vpx: int) -> "VolumeGeom":
@@ -68,7 +69,8 @@ class VolumeGeom:
                    np.asarray(json.loads(row["instance_numbers"]), np.int64), vs, vpx,
                    flip_k=bool(normal[0] > 0),  # canonical: slices run towards patient right (-x)
                    flip_r=bool(y_axis[2] > 0),  # rows run to the feet (-z)
-                   flip_c=bool(x_axis[1] < 0))  # columns run to the back (+y)
+                   flip_c=bool(x_axis[1] < 0),  # columns run to the back (+y)
+                   stack=int(row["stack"]))
 
     # -- volumes --------------------------------------------------------------------------------
     def canonical(self, vol: np.ndarray) -> np.ndarray:
@@ -180,13 +182,14 @@ def load_locset(store, cross_view: bool = True) -> LocSet:
     through patient coordinates (the canal on Sagittal T1, the foramina on Sagittal T2) where they
     fall inside it; ``labels`` (what the metrics use) keeps the own-view labels only."""
     geoms, volumes = load_volumes(store)
-    item_of = {(g.study_id, g.series_id): i for i, g in enumerate(geoms)}
+    item_of = {(g.study_id, g.series_id, g.stack): i for i, g in enumerate(geoms)}
     targets = np.full((len(geoms), len(KEYPOINTS), 3), np.nan, np.float32)
     records = []
     for view in LOC_VIEWS:
         index = read_index(store, view)
         for r in index.itertuples(index=False):
-            i = item_of.get((int(r.study_id), int(r.series_id)))
+            i = item_of.get((int(r.study_id), int(r.series_id), int(r.stack)))  # a label on another stack:
+            # its slice_index counts in that stack, not in the volume's
             kp = KEYPOINT_INDEX.get((r.condition, r.level))
             if i is None or kp is None:
                 continue

@@ -112,7 +112,7 @@ def _axial_rows(study_id: int, pts: pd.DataFrame, axial_ids: list, study_dir: Pa
         for lv, point in by_lv.items():
             hit = project.project(point, stacks)
             if hit is None:
-                notes.append(f"study {study_id}: {project.SUBARTICULAR[side]} {lv} falls outside every axial series")
+                notes.append(f"study {study_id}: {project.SUBARTICULAR[side]} {lv} is covered by no axial stack")
                 continue
             rows.append({"study_id": study_id, "series_id": hit.series_id, "instance_number": hit.instance_number,
                          "condition": project.SUBARTICULAR[side], "level": lv, "x": round(hit.x, 2), "y": round(hit.y, 2)})

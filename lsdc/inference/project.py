@@ -10,8 +10,10 @@ that level plus a learned offset, expressed in a spine-aligned frame so it follo
 The offset table is the mean, over training studies, of (landmark - anchor) in that frame, per level
 (and side). Anchors: the canal point (subarticular), and, for a study without its Sagittal T2 series,
 the midpoint of the two foramina (canal = midpoint + its own learned offset). The patient point is
-then projected into the axial series whose slab contains it: the slice whose plane is nearest, and
-its pixel (col, row) from the slice geometry, read from headers only.
+then projected into every stack of every axial series of the study (a series of angled per-level slabs
+has one stack per slab; see lsdc.preprocess.stacks): the stack whose slab contains it wins, and in it
+the slice whose plane is nearest, with its pixel (col, row) from the slice geometry, read from headers
+only.
 """
 from __future__ import annotations
 
@@ -21,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core import geometry
 from ..core.schema import LEFT, LEFT_NFN, LEFT_SS, LEVELS, RIGHT, RIGHT_NFN, RIGHT_SS, SPINAL
-from ..preprocess.series import SeriesError, index_series, spatial_order
+from ..preprocess.series import SeriesError, read_series_geometry
 
 SUBARTICULAR = {LEFT: LEFT_SS, RIGHT: RIGHT_SS}
 PATIENT_LEFT = np.array([1.0, 0.0, 0.0])
@@ -124,71 +125,88 @@ def subarticular_points(canal: dict, offsets: dict, foramina: tuple[dict, dict] 
 
 # -- axial series geometry (headers only) and projection -------------------------------------------
 @dataclass
-class SliceStack:
-    """A series' slice geometry in spatial order, from its headers (no pixel data)."""
-
-    series_id: int
-    iop: np.ndarray
-    spacing_rc: tuple
-    rows: int
-    cols: int
-    positions: np.ndarray  # (n, 3) IPP, spatial order
-    instance_numbers: np.ndarray
-    z_mm: np.ndarray  # positions on the normal, ascending
-
-    @classmethod
-    def read(cls, series_dir, series_id: int) -> "SliceStack":
-        """Raises :class:`SeriesError` (reason code) for a series whose geometry cannot be used."""
-        headers = index_series(Path(series_dir))
-        order, z = spatial_order(headers)
-        first = headers[order[0]]
-        return cls(int(series_id), np.asarray(first.iop, float), tuple(first.spacing_rc), first.rows, first.cols,
-                   np.array([headers[i].ipp for i in order], float),
-                   np.array([headers[i].instance_number for i in order], np.int64), z[order])
-
-    def locate(self, point) -> tuple[float, float, float]:
-        """(fractional slice index, col, row on the nearest slice) of a patient point."""
-        return geometry.locate_in_stack(point, self.positions, self.z_mm, self.iop, self.spacing_rc)
-
-
-@dataclass
 class Hit:
     series_id: int
-    slice_index: int
+    stack: int  # the stack's index within its series
+    slice_index: int  # within the stack
     instance_number: int
     x: float
     y: float
-    slice_frac: float
-    inside: bool  # the point lies within the slab (half a slice beyond either end at most)
+    distance_mm: float  # from the point to the nearest slice plane
+    inside: bool  # the stack's slab contains the point (see Stack.coverage)
 
 
 def project(point, stacks: list, max_outside_slices: float = 2.0) -> Hit | None:
-    """The slice of the series whose slab contains ``point`` best (largest distance to the slab's end,
-    in slices); a point outside every slab goes to the nearest one when within ``max_outside_slices``
-    of it, else None. x/y are clipped to the image."""
-    best, best_key = None, None
+    """The slice of the stack whose slab contains ``point`` (within half a slice gap of its nearest
+    plane, inside the image); several contain it: the nearest plane wins. No stack contains it: the
+    stack whose end it lies nearest past, when within ``max_outside_slices`` slice gaps of that end
+    and inside the image (localisation error near a slab's edge), else None. x/y are clipped."""
+    contained, near = [], []
     for st in stacks:
-        idx, col, row = st.locate(point)
-        n = len(st.z_mm)
-        margin = min(idx + 0.5, n - 0.5 - idx)  # > 0 inside the slab
-        if margin < -max_outside_slices:
+        if not st.usable:
             continue
-        in_plane = 0 <= col <= st.cols - 1 and 0 <= row <= st.rows - 1
-        key = (margin > 0 and in_plane, margin)
-        if best_key is None or key > best_key:
-            j = int(np.clip(np.rint(idx), 0, n - 1))
-            best = Hit(st.series_id, j, int(st.instance_numbers[j]), float(np.clip(col, 0, st.cols - 1)),
-                       float(np.clip(row, 0, st.rows - 1)), float(idx), bool(margin > 0))
-            best_key = key
-    return best
+        inside, dist, col, row, j = st.coverage(point)
+        hit = Hit(int(st.series_id), st.index, j, int(st.instance_numbers[j]), float(np.clip(col, 0, st.cols - 1)),
+                  float(np.clip(row, 0, st.rows - 1)), dist, inside)
+        if inside:
+            contained.append(hit)
+        elif 0 <= col <= st.cols - 1 and 0 <= row <= st.rows - 1:
+            idx = st.locate(point)[0]
+            beyond = max(-idx, idx - (st.n_slices - 1), 0.0)  # slices past the slab's end
+            if beyond <= max_outside_slices and (idx < 0 or idx > st.n_slices - 1):
+                near.append((beyond, hit))
+    if contained:
+        return min(contained, key=lambda h: h.distance_mm)
+    if near:
+        return min(near, key=lambda bh: bh[0])[1]
+    return None
 
 
 def read_stacks(study_dir, series_ids) -> tuple[list, list]:
-    """(SliceStacks, [(series_id, reason)] of series that could not be read) of a study's axial series."""
+    """(every Stack of the study's given series, [(series_id, reason)] of series that could not be
+    read) from headers only: the stacks the converter cuts from (one implementation)."""
     stacks, bad = [], []
     for sid in series_ids:
         try:
-            stacks.append(SliceStack.read(Path(study_dir) / str(sid), sid))
+            stacks += read_series_geometry(Path(study_dir) / str(sid), int(sid)).stacks
         except SeriesError as e:
             bad.append((sid, e.reason))
     return stacks, bad
+
+
+def axial_stack_exact(images_dir, predicted: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """How often a predicted subarticular point lands in the labelled point's series and stack.
+
+    ``predicted`` / ``truth``: coordinate frames (train_label_coordinates format, conditions and levels
+    as read by :func:`lsdc.core.readers.read_coordinates`). Every labelled subarticular point counts;
+    one without a prediction is a miss. Returns {"axial_stack_exact", "axial_points", "axial_predicted"}."""
+    cond = set(SUBARTICULAR.values())
+    truth = truth[truth["condition"].isin(cond)]
+    pred = {(int(r.study_id), r.condition, r.level): (int(r.series_id), int(r.instance_number))
+            for r in predicted[predicted["condition"].isin(cond)].itertuples(index=False)}
+    stack_of: dict = {}
+
+    def stack(study_id: int, series_id: int, instance: int):
+        if (study_id, series_id) not in stack_of:
+            try:
+                s = read_series_geometry(Path(images_dir) / str(study_id) / str(series_id), series_id)
+                stack_of[(study_id, series_id)] = s
+            except SeriesError:
+                stack_of[(study_id, series_id)] = None
+        s = stack_of[(study_id, series_id)]
+        try:
+            return None if s is None else s.find(instance)[0].index
+        except SeriesError:
+            return None
+
+    hits = found = 0
+    for r in truth.itertuples(index=False):
+        p = pred.get((int(r.study_id), r.condition, r.level))
+        if p is None:
+            continue
+        found += 1
+        if p[0] == int(r.series_id):
+            k = stack(int(r.study_id), p[0], int(r.instance_number))
+            hits += k is not None and k == stack(int(r.study_id), p[0], p[1])
+    n = len(truth)
+    return {"axial_stack_exact": round(hits / n, 4) if n else None, "axial_points": n, "axial_predicted": found}

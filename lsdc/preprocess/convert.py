@@ -38,7 +38,8 @@ REPORT_FILE = "report.json"
 def _convert_and_commit(job: StudyJob, pcfg, out_dir: str, fingerprint: str) -> tuple[int, int]:
     """Worker: one study -> one committed part. Returns (study_id, slices read)."""
     r = convert_study(job, pcfg, fingerprint)
-    save_part(part_path(out_dir, job.study_id), r.fingerprint, r.crops, r.rows, r.volumes, r.volume_rows, r.skips)
+    save_part(part_path(out_dir, job.study_id), r.fingerprint, r.crops, r.rows, r.volumes, r.volume_rows, r.skips,
+              r.notes, r.series)
     return job.study_id, r.slices_read
 
 
@@ -135,7 +136,8 @@ def preprocess(data_dir, out_dir, split: str = "train", coords=None, workers: in
               "resumed": len(mine) - len(todo), "slices_read": slices}
     if sh:
         report["shard"] = f"{sh[0]}/{sh[1]}"
-        report["skipped"] = [s for p in (read_part(part_path(out_dir, j.study_id)) for j in mine) for s in p.skips]
+        parts = [read_part(part_path(out_dir, j.study_id)) for j in mine]
+        report["skipped"] = [s for p in parts for s in p.skips]
         name = f"report.shard-{sh[0]}-of-{sh[1]}.json"
     else:
         parts = [read_part(part_path(out_dir, j.study_id)) for j in jobs]
@@ -144,10 +146,23 @@ def preprocess(data_dir, out_dir, split: str = "train", coords=None, workers: in
         report["counts"] = assemble(out_dir, parts, pcfg, attrs)
         report["skipped"] = skips + [s for p in parts for s in p.skips]
         name = REPORT_FILE
+    report.update(_stack_report(parts))
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["skip_reasons"] = _tally(report["skipped"])
     (out_dir / name).write_text(json.dumps(report, indent=1, default=_json_default))
     return report
+
+
+def _stack_report(parts) -> dict:
+    """How the series split into stacks: counts, the split series, and every note (a slice dropped or
+    a repeated position collapsed: recorded, but no sample was lost to it)."""
+    series = [{"study_id": int(Path(p.path).stem), **r} for p in parts for r in p.series]
+    split = [r for r in series if r["stacks"] > 1]
+    notes = [n for p in parts for n in p.notes]
+    return {"stacks": {"series_read": len(series), "split_series": len(split),
+                       "collapsed_duplicates": sum(r["collapsed"] for r in series),
+                       "dropped_slices": sum(r["dropped"] for r in series)},
+            "split_series": split, "notes": notes, "note_reasons": _tally(notes)}
 
 
 def _tally(skipped) -> dict:

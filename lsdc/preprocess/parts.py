@@ -29,10 +29,12 @@ def part_path(out_dir, study_id: int) -> Path:
 
 
 def save_part(path: Path, fingerprint: str, crops: dict, rows: dict, volumes: dict, volume_rows: dict,
-              skips: list) -> None:
-    """Atomically write one study: crops/volumes are {view: uint8 array}, rows {view: [dict, ...]}."""
+              skips: list, notes: list = (), series: list = ()) -> None:
+    """Atomically write one study: crops/volumes are {view: uint8 array}, rows {view: [dict, ...]};
+    ``notes`` (dropped or collapsed slices) and ``series`` (stack counts per series read) go to the report."""
     arrays = {}
-    meta = {"fingerprint": fingerprint, "rows": rows, "volume_rows": volume_rows, "skips": skips, "shapes": {}}
+    meta = {"fingerprint": fingerprint, "rows": rows, "volume_rows": volume_rows, "skips": skips,
+            "notes": list(notes), "series": list(series), "shapes": {}}
     for kind, table in (("crops", crops), ("volumes", volumes)):
         for view, arr in table.items():
             key = f"{kind}/{view}"
@@ -69,6 +71,14 @@ class Part:
     @property
     def skips(self) -> list[dict]:
         return self.meta["skips"]
+
+    @property
+    def notes(self) -> list[dict]:
+        return self.meta.get("notes", [])
+
+    @property
+    def series(self) -> list[dict]:
+        return self.meta.get("series", [])
 
     def array(self, kind: str, view: str) -> np.ndarray:
         key = f"{kind}/{view}"

@@ -1,18 +1,20 @@
-"""Read one DICOM series (a folder of single-frame ``*.dcm`` files) into a spatially sorted volume.
+"""Read one DICOM series (a folder of single-frame ``*.dcm`` files) and split it into stacks.
 
-Slices are ordered by ImagePositionPatient projected on the slice normal, never by file name or
-InstanceNumber (they disagree on real data). Pixels are decoded by pydicom's handlers (pylibjpeg
-plugins for JPEG 2000 / RLE; JPEG lossless needs the optional ``pylibjpeg-libjpeg``), rescaled with
+Slices are grouped and ordered by :mod:`lsdc.preprocess.stacks` (orientation, matrix, pixel spacing;
+ImagePositionPatient projected on each stack's normal; never file name, InstanceNumber,
+SliceThickness or SpacingBetweenSlices). Pixels are decoded by pydicom's handlers (pylibjpeg plugins
+for JPEG 2000 / RLE, CharLS for JPEG-LS, GDCM for JPEG baseline/extended/lossless), rescaled with
 RescaleSlope/Intercept, and MONOCHROME1 is inverted so that bright always means high signal.
 
-Every failure is a :class:`SeriesError` whose ``reason`` is a short code for skip reports and whose
-message names the file: ``empty``, ``not_dicom``, ``unreadable``, ``no_geometry``,
-``no_instance_number``, ``no_pixels``, ``truncated``, ``undecodable``, ``not_2d``, ``one_slice``,
-``mixed_geometry``, ``duplicate_positions``, ``no_instance``.
+Every failure is a :class:`SeriesError` whose ``reason`` is a short code (listed in
+:mod:`lsdc.core.reasons`) and whose message names the file. A file that cannot be read drops out of
+its series with its reason (``Series.dropped``); only a series with no readable file fails whole.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 
-from ..core import geometry
 from ..core.errors import InputError
-
-DUPLICATE_MM = 1e-3  # two slices closer than this along the normal are the same position
-GEOMETRY_TOL = 1e-4  # orientation cosines / spacings that differ by more are a different geometry
+from . import stacks
+from .stacks import Stack
 
 
 class SeriesError(InputError):
@@ -233,6 +233,16 @@ def _intensities_into(out: np.ndarray, raw: np.ndarray, header: SliceHeader) -> 
     return out
 
 
+@contextmanager
+def _quiet_pydicom():
+    logger = logging.getLogger("pydicom")
+    was, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
 def _decode(path) -> tuple[SliceHeader, np.ndarray]:
     """(header, stored values [rows, cols] as decoded, integer dtype) of one file."""
     path = Path(path)
@@ -250,7 +260,8 @@ def _decode(path) -> tuple[SliceHeader, np.ndarray]:
     try:
         raw = _native_pixels(pixel_bytes, header, syntax)
         if raw is None:
-            raw = ds.pixel_array
+            with _quiet_pydicom():  # it logs each failing plugin's traceback; we raise one clear error
+                raw = ds.pixel_array
     except Exception as e:  # missing plugin, unsupported syntax, corrupt stream: all undecodable
         name = syntax.name if syntax is not None else "no transfer syntax"
         raise SeriesError("undecodable", f"{path}: cannot decode pixel data ({name}): {e}") from e
@@ -269,95 +280,106 @@ def _dicom_files(series_dir: Path) -> list[Path]:
 
 
 def index_series(series_dir) -> list[SliceHeader]:
-    """Headers of every ``*.dcm`` file in the folder, in file-name order (see :func:`spatial_order`)."""
+    """Headers of every ``*.dcm`` file in the folder, in file-name order; the first unreadable file
+    raises (see :func:`read_series_geometry` for the tolerant, stack-split reading)."""
     return [read_header(p) for p in _dicom_files(Path(series_dir))]
 
 
-def _close(a: tuple, b: tuple) -> bool:
-    """Equal within GEOMETRY_TOL, value by value (plain Python: np.allclose costs 20 us a call)."""
-    return len(a) == len(b) and all(abs(x - y) <= GEOMETRY_TOL for x, y in zip(a, b))
+@dataclass(frozen=True)
+class DroppedSlice:
+    """A file of a series that could not be read: it drops out, the rest of the series stays."""
 
-
-def spatial_order(headers: list[SliceHeader]) -> tuple[np.ndarray, np.ndarray]:
-    """(order, positions_mm): the permutation sorting slices along the slice normal, and each
-    header's position on that normal. Rejects one slice, mixed geometry and duplicate positions."""
-    if len(headers) < 2:
-        where = headers[0].path if headers else "series"
-        raise SeriesError("one_slice", f"{where}: a series needs at least 2 slices, found {len(headers)}")
-    first = headers[0]
-    for h in headers[1:]:
-        if (h.rows, h.cols) != (first.rows, first.cols) or not (
-                _close(h.iop, first.iop) and _close(h.spacing_rc, first.spacing_rc)):
-            raise SeriesError("mixed_geometry", f"{h.path}: {h.rows}x{h.cols}, IOP {h.iop}, spacing {h.spacing_rc} "
-                              f"differ from {first.path}: {first.rows}x{first.cols}, IOP {first.iop}, "
-                              f"spacing {first.spacing_rc}")
-    normal = geometry.slice_normal(first.iop)
-    positions_mm = np.array([h.ipp for h in headers]) @ normal
-    order = np.argsort(positions_mm, kind="stable")
-    gaps = np.diff(positions_mm[order])
-    if (gaps < DUPLICATE_MM).any():
-        k = int(np.argmax(gaps < DUPLICATE_MM))
-        a, b = headers[order[k]].path, headers[order[k + 1]].path
-        raise SeriesError("duplicate_positions", f"{a} and {b}: same slice position {positions_mm[order[k]]:.4f} mm")
-    return order, positions_mm
+    path: Path
+    reason: str  # a SeriesError reason code
+    detail: str
+    instance_number: int | None  # from its header, else its file name, else None
 
 
 @dataclass
 class Series:
-    """One series, slices in spatial order (ascending position along ``normal``)."""
+    """One series split into stacks (see :mod:`lsdc.preprocess.stacks`), in spatial order."""
 
     study_id: int | None
     series_id: int | None
-    volume: np.ndarray  # float32 [S, H, W], rescaled intensities
-    instance_numbers: np.ndarray  # int64 [S]
-    positions: np.ndarray  # float64 [S, 3] ImagePositionPatient per slice
-    iop: np.ndarray  # float64 [6]
-    spacing_rc: tuple  # (row mm, col mm)
-    normal: np.ndarray  # float64 [3] unit slice normal (X x Y)
-    slice_positions_mm: np.ndarray  # float64 [S] positions projected on the normal, ascending
-    thickness_mm: float | None
-    files: list  # Path per slice, spatial order
+    stacks: list  # Stack per stack, spatial order
+    dropped: list = field(default_factory=list)  # DroppedSlice per unreadable file
+    collapsed: list = field(default_factory=list)  # (dropped InstanceNumber, kept InstanceNumber)
     description: str = ""
     series_uid: str = ""
 
     @property
-    def slice_spacing_mm(self) -> float:
-        """Median centre-to-centre distance between neighbouring slices."""
-        return float(np.median(np.diff(self.slice_positions_mm)))
+    def n_slices(self) -> int:
+        return sum(st.n_slices for st in self.stacks)
 
-    def spatial_index(self, instance_number: int) -> int:
-        """Index in ``volume`` of the slice with this InstanceNumber."""
-        hits = np.flatnonzero(self.instance_numbers == int(instance_number))
-        if hits.size != 1:
-            what = "not in" if hits.size == 0 else f"{hits.size} times in"
-            raise SeriesError("no_instance", f"instance {instance_number} {what} series {self.series_id} "
-                              f"({Path(self.files[0]).parent})")
-        return int(hits[0])
-
-    def pixel_to_patient(self, slice_idx: int, col, row) -> np.ndarray:
-        """Patient point (mm, LPS) of pixel (col, row) on slice ``slice_idx``."""
-        return geometry.pixel_to_patient(self.positions[slice_idx], self.iop, self.spacing_rc, col, row)
-
-    def patient_to_pixel(self, point) -> tuple[float, float, float]:
-        """(fractional slice index, col, row) of a patient point (see geometry.locate_in_stack)."""
-        return geometry.locate_in_stack(point, self.positions, self.slice_positions_mm, self.iop, self.spacing_rc)
+    def find(self, instance_number: int) -> tuple[Stack, int]:
+        """(stack, index in it) of the slice with this InstanceNumber; a collapsed duplicate resolves
+        to the slice kept at its position. Raises SeriesError with the slice's own reason when its
+        file could not be read, ``no_instance`` when the series has no such instance."""
+        inst = dict(self.collapsed).get(int(instance_number), int(instance_number))
+        for st in self.stacks:
+            j = st.slice_of(inst)
+            if j is not None:
+                return st, j
+        for d in self.dropped:
+            if d.instance_number == int(instance_number):
+                raise SeriesError(d.reason, d.detail)
+        where = Path(self.stacks[0].files[0]).parent if self.stacks and self.stacks[0].files else self.series_id
+        raise SeriesError("no_instance", f"instance {instance_number} not in series {self.series_id} ({where})")
 
 
-def load_series(series_dir, study_id=None, series_id=None) -> Series:
-    """Read every slice once (header and pixels) and stack them in spatial order."""
-    slices = [_decode(p) for p in _dicom_files(Path(series_dir))]
-    headers = [h for h, _ in slices]
-    order, positions_mm = spatial_order(headers)
-    volume = np.empty((len(order), headers[0].rows, headers[0].cols), np.float32)
-    for k, i in enumerate(order):
-        _intensities_into(volume[k], slices[i][1], headers[i])
-    first = headers[order[0]]
-    return Series(
-        study_id=study_id, series_id=series_id, volume=volume,
-        instance_numbers=np.array([headers[i].instance_number for i in order], np.int64),
-        positions=np.array([headers[i].ipp for i in order], np.float64),
-        iop=np.array(first.iop, np.float64), spacing_rc=tuple(first.spacing_rc),
-        normal=geometry.slice_normal(first.iop), slice_positions_mm=positions_mm[order],
-        thickness_mm=first.thickness_mm, files=[headers[i].path for i in order],
-        description=first.description, series_uid=first.series_uid,
-    )
+def _instance_of(path: Path, header: SliceHeader | None) -> int | None:
+    if header is not None:
+        return header.instance_number
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def _tolerant(files: list[Path], read) -> tuple[list, list]:
+    """(results of ``read(path)`` for the readable files, DroppedSlice per unreadable one). Raises
+    the first file's error when none can be read."""
+    ok, dropped, first_error = [], [], None
+    for p in files:
+        try:
+            ok.append(read(p))
+        except SeriesError as e:
+            first_error = first_error or e
+            header = None
+            if e.reason not in ("not_dicom", "unreadable", "no_geometry", "no_instance_number"):
+                try:
+                    header = read_header(p)
+                except SeriesError:
+                    pass
+            dropped.append(DroppedSlice(p, e.reason, str(e), _instance_of(p, header)))
+    if not ok:
+        raise first_error
+    return ok, dropped
+
+
+def _assemble(headers: list, raws, study_id, series_id, dropped, keep_instances) -> Series:
+    split = stacks.split_stacks(headers, keep_instances)
+    built = []
+    for k, members in enumerate(split.stacks):
+        volume = None
+        if raws is not None:
+            first = headers[members[0]]
+            volume = np.empty((len(members), first.rows, first.cols), np.float32)
+            for j, i in enumerate(members):
+                _intensities_into(volume[j], raws[i], headers[i])
+        built.append(stacks.make_stack(headers, members, series_id, k, volume))
+    collapsed = [(int(headers[lose].instance_number), split.alias[int(headers[lose].instance_number)])
+                 for lose, _ in split.collapsed]
+    first = headers[split.stacks[0][0]]
+    return Series(study_id, series_id, built, dropped, collapsed, first.description, first.series_uid)
+
+
+def load_series(series_dir, study_id=None, series_id=None, keep_instances=()) -> Series:
+    """Read every slice once (header and pixels) and split the series into stacks. An unreadable
+    file drops out (``Series.dropped``); only a series with no readable file raises SeriesError.
+    ``keep_instances``: labelled InstanceNumbers, kept when a repeated position is collapsed."""
+    slices, dropped = _tolerant(_dicom_files(Path(series_dir)), _decode)
+    return _assemble([h for h, _ in slices], [r for _, r in slices], study_id, series_id, dropped, keep_instances)
+
+
+def read_series_geometry(series_dir, series_id=None, study_id=None) -> Series:
+    """:func:`load_series` from the headers alone: the same stacks, without volumes."""
+    headers, dropped = _tolerant(_dicom_files(Path(series_dir)), read_header)
+    return _assemble(headers, None, study_id, series_id, dropped, ())

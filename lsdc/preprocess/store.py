@@ -4,9 +4,10 @@ Layout (documented in README "The store"):
 
     OUT/zarr.json                      root group; attrs: crop spec, versions, input fingerprint, counts
     OUT/<view>/crops                   uint8 [N, S, H, W], chunks of `chunk_samples` samples, Blosc-LZ4
-    OUT/<view>/index.parquet           row i describes crops[i]
+    OUT/<view>/index.parquet           row i describes crops[i]; ``stack`` is the series' stack (see
+                                       lsdc.preprocess.stacks) its slices come from, ``slice_index`` counts in it
     OUT/<view>/volumes                 sagittal views only: uint8 [M, volume_slices, volume_px, volume_px]
-    OUT/<view>/volumes.parquet         row j describes volumes[j] (series geometry for the localiser)
+    OUT/<view>/volumes.parquet         row j describes volumes[j]: the geometry of the series' largest stack
     OUT/report.json                    counts and every skipped study/series/label with its reason
     OUT/_parts/<study_id>.npz          committed studies (resume, shards); the store is assembled from them
 """
@@ -25,7 +26,7 @@ from ..core.config import CropSpec, PreprocessConfig
 from ..core.errors import InputError
 from ..core.schema import SAG_T1, SAG_T2, VIEWS
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: stacks (index `stack`, `stack_slices`; volumes `stack`)
 VOLUME_VIEWS = (SAG_T2, SAG_T1)
 INDEX_FILE = "index.parquet"
 VOLUME_INDEX_FILE = "volumes.parquet"
@@ -34,10 +35,10 @@ _BUILDING = ".building"
 #: index.parquet columns (row i describes crops[i]); see README "The store"
 INDEX_COLUMNS = (
     "study_id", "series_id", "condition", "level", "side", "label", "level_idx", "side_idx",
-    "instance_number", "slice_index", "n_slices", "x_px", "y_px", "x_mm", "y_mm", "z_mm",
+    "instance_number", "slice_index", "n_slices", "stack", "stack_slices", "x_px", "y_px", "x_mm", "y_mm", "z_mm",
     "spacing_row_mm", "spacing_col_mm", "box_mm", "box_px", "box_col0", "box_row0", "box_col1", "box_row1")
 #: volumes.parquet columns (row j describes volumes[j]); positions/iop/instance_numbers are JSON lists
-VOLUME_INDEX_COLUMNS = ("study_id", "series_id", "view", "n_slices", "rows", "cols", "spacing_row_mm",
+VOLUME_INDEX_COLUMNS = ("study_id", "series_id", "view", "stack", "n_slices", "rows", "cols", "spacing_row_mm",
                         "spacing_col_mm", "iop", "positions", "instance_numbers")
 
 
