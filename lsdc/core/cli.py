@@ -23,6 +23,7 @@ VERBS = {
     "score": ("lsdc.metric.cli", "the official competition metric of a submission"),
     "predict": ("lsdc.inference.predict", "raw DICOM studies -> submission.csv"),
     "demo": ("lsdc.demo", "the whole job end to end on a synthetic dataset"),
+    "show": ("lsdc.show.cli", "PNG montage of stored samples, or of a study's localised keypoints"),
 }
 
 
