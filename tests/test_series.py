@@ -311,7 +311,7 @@ def test_unknown_instance(tmp_path):
     write_series(tmp_path / "s", n=3)
     s = load_series(tmp_path / "s", series_id=5)
     e = _reason(s.find, 42)
-    assert e.reason == "no_instance" and "42" in str(e)
+    assert e.reason == "instance_not_in_series" and "42" in str(e)
 
 
 def test_header_integers_from_raw_and_converted_elements(tmp_path):

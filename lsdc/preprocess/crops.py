@@ -159,8 +159,7 @@ def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None
             try:
                 st, idx = s.find(t.instance_number)
             except SeriesError as e:
-                reason = "instance_not_in_series" if e.reason == "no_instance" else e.reason
-                res.skips.append(skip(reason, **where, detail=str(e)))
+                res.skips.append(skip(e.reason, **where, detail=str(e)))
                 continue
             if not st.usable:
                 res.skips.append(skip("one_slice", **where, detail=f"instance {t.instance_number} is the only slice "

@@ -314,7 +314,7 @@ class Series:
     def find(self, instance_number: int) -> tuple[Stack, int]:
         """(stack, index in it) of the slice with this InstanceNumber; a collapsed duplicate resolves
         to the slice kept at its position. Raises SeriesError with the slice's own reason when its
-        file could not be read, ``no_instance`` when the series has no such instance."""
+        file could not be read, ``instance_not_in_series`` when the series has no such instance."""
         inst = dict(self.collapsed).get(int(instance_number), int(instance_number))
         for st in self.stacks:
             j = st.slice_of(inst)
@@ -324,7 +324,7 @@ class Series:
             if d.instance_number == int(instance_number):
                 raise SeriesError(d.reason, d.detail)
         where = Path(self.stacks[0].files[0]).parent if self.stacks and self.stacks[0].files else self.series_id
-        raise SeriesError("no_instance", f"instance {instance_number} not in series {self.series_id} ({where})")
+        raise SeriesError("instance_not_in_series", f"instance {instance_number} not in series {self.series_id} ({where})")
 
 
 def _instance_of(path: Path, header: SliceHeader | None) -> int | None:
