@@ -49,7 +49,7 @@ def test_volume_geometry_maps_round_trip_and_hit_the_labelled_patient_point(data
 def test_a_series_stored_the_other_way_round_maps_to_the_same_canonical_volume(iop, flips):
     """Either IOP makes the normal +x (slices ascending to patient left): the canonical volume and
     every mapped point must agree with the usual layout's."""
-    row = {"study_id": 1, "series_id": 2, "view": "sagittal_t2", "n_slices": 5, "rows": 40, "cols": 30,
+    row = {"study_id": 1, "series_id": 2, "view": "sagittal_t2", "stack": 0, "n_slices": 5, "rows": 40, "cols": 30,
            "spacing_row_mm": 1.0, "spacing_col_mm": 1.0, "iop": json.dumps([0, 1, 0, 0, 0, -1]),
            "positions": json.dumps([[-k * 4.0, 0, 0] for k in range(5)]), "instance_numbers": json.dumps([1, 2, 3, 4, 5])}
     g = VolumeGeom.from_row(row, vs=5, vpx=8)

@@ -8,6 +8,11 @@
 - peak RSS of a conversion, measured in a fresh process for half and for all the studies (flat means
   memory does not grow with the dataset).
 Without --data a small synthetic dataset is written to a temporary folder first.
+
+Files that raw pydicom cannot read and decode (a truncated or otherwise damaged file) are found in an
+untimed pass first and left out of both sides: the pydicom reads skip them and the converter runs on
+a view of the dataset without them, so both rates count the same files. They are listed (path, lsdc's
+reason code, pydicom's error) under ``unreadable`` in the JSON and after the table.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from ..core.errors import InputError
 from ..preprocess.convert import preprocess
 from ..preprocess.kernel_bench import kernel_speed
 from ..preprocess.plan import build_jobs
+from ..preprocess.series import SeriesError, read_slice
 from .timing import interleaved_rates, table, write_json
 
 # Peak RSS of a conversion in a fresh process. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
@@ -41,6 +47,9 @@ print(json.dumps({"rss_mb": peak_rss_mb(), "studies": rep["studies"]}))
 """
 
 
+_SHOW_UNREADABLE = 20  # the table lists this many unreadable files; the JSON lists them all
+
+
 def _files(data_dir) -> list[Path]:
     jobs, _ = build_jobs(data_dir)
     return [f for j in jobs for sid in sorted(j.series_views) for f in sorted((j.study_dir / str(sid)).glob("*.dcm"))]
@@ -49,6 +58,64 @@ def _files(data_dir) -> list[Path]:
 def _pydicom_read(files) -> None:
     for f in files:
         pydicom.dcmread(f).pixel_array
+
+
+def _unreadable_in(files) -> list[dict]:
+    """{path, reason, detail} of each file whose raw pydicom read + decode raises. ``reason`` is the
+    code lsdc's own reader gives the file (e.g. ``truncated``), else the pydicom exception's name."""
+    out = []
+    for f in files:
+        try:
+            pydicom.dcmread(f).pixel_array
+            continue
+        except Exception as e:  # anything pydicom raises on a damaged file
+            detail = f"{type(e).__name__}: {e}"
+            reason = type(e).__name__
+        try:
+            read_slice(f)
+        except SeriesError as e:
+            reason = e.reason
+        except Exception:  # the reader's own bug is not this benchmark's to report
+            pass
+        out.append({"path": str(f), "reason": reason, "detail": detail[:300]})
+    return out
+
+
+def _unreadable(files, workers: int) -> list[dict]:
+    """:func:`_unreadable_in` over all files, split over ``workers`` processes (untimed), by path."""
+    if workers <= 1 or len(files) < 4 * workers:
+        found = _unreadable_in(files)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            found = [r for part in pool.map(_unreadable_in, [files[i::workers] for i in range(workers)])
+                     for r in part]
+    return sorted(found, key=lambda r: r["path"])
+
+
+def _readable_view(data_dir: Path, bad: list[Path], dst: Path) -> Path:
+    """The dataset without the ``bad`` files, as links: the top-level files (CSVs) and every study and
+    series folder holding no bad file linked whole, the others rebuilt from links to their good files."""
+    images = data_dir / "train_images"
+    bad_rel = {p.relative_to(images) for p in bad}
+    bad_dirs = {r.parent for r in bad_rel} | {r.parent.parent for r in bad_rel}
+    dst.mkdir(parents=True)
+    for f in data_dir.iterdir():
+        if f.name != "train_images":
+            (dst / f.name).symlink_to(f.resolve())
+
+    def link_tree(src: Path, out: Path, rel: Path) -> None:
+        out.mkdir()
+        for child in sorted(src.iterdir()):
+            child_rel = rel / child.name
+            if child_rel in bad_rel:
+                continue
+            if child_rel in bad_dirs:
+                link_tree(child, out / child.name, child_rel)
+            else:
+                (out / child.name).symlink_to(child.resolve())
+
+    link_tree(images, dst / "train_images", Path())
+    return dst
 
 
 def _pydicom_read_parallel(files, workers: int) -> None:
@@ -90,9 +157,17 @@ def bench_convert(data_dir=None, studies: int = 16, repeats: int = 3, workers: i
         data_dir = Path(data_dir)
         if not (data_dir / "train_series_descriptions.csv").is_file():
             raise InputError(f"{data_dir}: no train_series_descriptions.csv (a competition-format folder?)")
-        files = _files(data_dir)
-        out = work / "store"
+        all_files = _files(data_dir)
         cores = workers or os.cpu_count()
+        unreadable = _unreadable(all_files, cores)
+        bad = {Path(r["path"]) for r in unreadable}
+        files = [f for f in all_files if f not in bad]
+        if not files:
+            raise InputError(f"{data_dir}: none of the {len(all_files)} slice files can be read "
+                             f"(first: {unreadable[0]['path']}: {unreadable[0]['detail']})")
+        if bad:  # the converter gets the same files as the pydicom side: a view without the bad ones
+            data_dir = _readable_view(data_dir, sorted(bad), work / "readable")
+        out = work / "store"
         n = len(files)
         # Each ratio's two sides are timed in turns (same background load); the store a conversion
         # wrote is deleted between calls, untimed.
@@ -106,7 +181,9 @@ def bench_convert(data_dir=None, studies: int = 16, repeats: int = 3, workers: i
         kernels = kernel_speed(repeats=5)
         rss = _peak_rss(data_dir, work)
         return {
-            "slices": len(files),
+            "slices": len(files),  # timed on both sides: the files raw pydicom reads
+            "unreadable_count": len(unreadable),
+            "unreadable": unreadable,  # {path, reason, detail}: left out of both sides
             "pydicom_read_slices_per_s": read,
             "converter_slices_per_s": conv1,
             "converter_vs_pydicom": conv1 / read,  # same files, 1 process each
@@ -143,6 +220,13 @@ def run(args) -> int:
          "converter / pydicom": f"{res['converter_parallel_vs_pydicom_parallel']:.2f}"},
     ], ["processes", "pydicom read+decode slices/s", "converter slices/s", "converter / pydicom"]))
     print(f"({res['slices']} slices; converter = the whole `lsdc preprocess`, plan to assembled store)")
+    if res["unreadable"]:
+        shown = res["unreadable"][:_SHOW_UNREADABLE]
+        print(f"{res['unreadable_count']} unreadable file(s) left out of both sides:")
+        print(table([{"file": r["path"], "reason": r["reason"], "error": r["detail"][:80]} for r in shown],
+                    ["file", "reason", "error"]))
+        if res["unreadable_count"] > len(shown):
+            print(f"... and {res['unreadable_count'] - len(shown)} more (all of them in --json)")
     print(table([{"kernel": k, "numba ms": v["numba_s"] * 1e3, "numpy ms": v["numpy_s"] * 1e3,
                   "speedup": v["speedup"]} for k, v in res["kernels"].items()],
                 ["kernel", "numba ms", "numpy ms", "speedup"]))
