@@ -102,7 +102,7 @@ def test_layout_and_readers(dataset):
     assert {p.name for p in out.iterdir()} == {
         "train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv", "train_images",
         "test_images", "test_series_descriptions.csv", "sample_submission.csv", "test_labels.csv",
-        "test_label_coordinates.csv"}
+        "test_label_coordinates.csv", "synth_manifest.json"}
     for csv in out.glob("*.csv"):
         assert len(pd.read_csv(csv)) > 0, csv.name
     assert tuple(pd.read_csv(out / "train.csv").columns) == TRAIN_COLUMNS
@@ -130,27 +130,42 @@ def test_layout_and_readers(dataset):
 
 
 def test_coordinate_rows_match_labels_and_views(dataset):
-    out = dataset[0]
+    out, _, truth = dataset
     for split, coords, labels_df in _coords_and_labels(out):
         desc = read_series_descriptions(out / f"{split}_series_descriptions.csv")
         view_of = dict(zip(desc.series_id, desc.view))
         assert all(CONDITION_VIEW[c] == view_of[s] for c, s in zip(coords.condition, coords.series_id))
         have = set(zip(coords.study_id, coords.condition, coords.level))
         for r in labels_df.itertuples(index=False):
-            views = set(desc.view[desc.study_id == r.study_id])
+            # (view, level) covered: an axial series of angled slabs covers only its slabs' levels
+            covered = {(p.view, lv) for p in truth[r.study_id][2] for lv in p.levels}
+            assert {v for v, _ in covered} == set(desc.view[desc.study_id == r.study_id])
             for c in CONDITIONS:
                 for lv in LEVELS:
-                    expected = getattr(r, label_column(c, lv)) >= 0 and CONDITION_VIEW[c] in views
+                    expected = getattr(r, label_column(c, lv)) >= 0 and (CONDITION_VIEW[c], lv) in covered
                     assert ((r.study_id, c, lv) in have) == expected
+
+
+def _plan(truth, study, sid):
+    return next(p for p in truth[study][2] if p.series_id == sid)
+
+
+def _stack_key(ds):
+    return (tuple(float(v) for v in ds.ImageOrientationPatient), ds.Rows, ds.Columns,
+            tuple(float(v) for v in ds.PixelSpacing))
 
 
 def test_dicom_files_load_with_required_tags(dataset, series):
     sops = set()
     for (study, sid), (split, description, dss) in series.items():
         assert len({d.SeriesInstanceUID for d in dss}) == 1 and len({d.StudyInstanceUID for d in dss}) == 1
+        plan = _plan(dataset[2], study, sid)
+        required = [t for t in REQUIRED_TAGS if plan.write_thickness or t not in ("SliceThickness",
+                                                                                  "SpacingBetweenSlices")]
         for d in dss:
-            for tag in REQUIRED_TAGS:
+            for tag in required:
                 assert tag in d, tag
+            assert plan.write_thickness == ("SliceThickness" in d) == ("SpacingBetweenSlices" in d)
             assert d.SOPClassUID == MRImageStorage and d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
             assert d.Modality == "MR" and d.SeriesDescription == description
             assert d.BitsAllocated == 16 and d.PixelRepresentation == 0 and d.SamplesPerPixel == 1
@@ -158,14 +173,22 @@ def test_dicom_files_load_with_required_tags(dataset, series):
             px = d.pixel_array
             assert px.dtype == np.uint16 and px.shape == (d.Rows, d.Columns)
             sops.add(d.SOPInstanceUID)
-        spacing = [float(v) for v in dss[0].PixelSpacing]
+        # the main stack(s): planted odd-geometry slices and repeated positions aside
+        main = set(int(plan.instance_numbers[k]) for k in plan.label_slices())
+        assert len(main) + plan.odd.sum() + len(plan.repeated_instances) == len(dss)
+        heads = [d for d in dss if d.InstanceNumber in main]
+        spacing = [float(v) for d in heads for v in d.PixelSpacing]
+        iops = {tuple(float(v) for v in d.ImageOrientationPatient) for d in heads}
         if description.startswith("Sagittal"):
-            assert [float(v) for v in dss[0].ImageOrientationPatient] == [0, 1, 0, 0, 0, -1]
-            assert 15 <= len(dss) <= 25 and all(0.5 <= s <= 0.9 for s in spacing)
+            assert iops == {(0, 1, 0, 0, 0, -1)}
+            assert 15 <= len(heads) <= 25 and all(0.5 <= s <= 0.9 for s in spacing)
+        elif plan.angled_slabs:  # one orientation per slab
+            assert len(iops) == plan.angled_slabs and 4 * len(iops) <= len(heads) <= 8 * len(iops)
+            assert all(0.6 <= s <= 0.9 for s in spacing)
         else:
-            assert [float(v) for v in dss[0].ImageOrientationPatient][:3] == [1, 0, 0]
-            assert 20 <= len(dss) <= 60 and all(0.6 <= s <= 0.9 for s in spacing)
-        assert 256 <= max(dss[0].Rows, dss[0].Columns) <= 640
+            assert len(iops) == 1 and list(iops.pop())[:3] == [1, 0, 0]
+            assert 20 <= len(heads) <= 60 and all(0.6 <= s <= 0.9 for s in spacing)
+        assert all(256 <= max(d.Rows, d.Columns) <= 640 for d in heads)
     assert len(sops) == sum(len(v[2]) for v in series.values())
 
 
@@ -178,9 +201,14 @@ def test_coordinates_land_on_planted_landmarks(dataset, series):
             _, _, dss = series[(r.study_id, r.series_id)]
             mark = truth[r.study_id][1].landmark(r.condition, r.level)
             k = [d.InstanceNumber for d in dss].index(r.instance_number)
-            offsets = [to_pixel(d, mark)[2] for d in dss]
-            assert k == int(np.argmin(np.abs(offsets))), "not the spatially nearest slice"
-            assert abs(offsets[k]) <= float(dss[k].SpacingBetweenSlices) / 2 + 1e-3
+            # among the slices of its stack (an angled slab has an orientation of its own; planted
+            # odd-geometry slices are stacks of their own); a repeated position ties with its original
+            stack = [d for d in dss if _stack_key(d) == _stack_key(dss[k])]
+            offsets = [abs(to_pixel(d, mark)[2]) for d in stack]
+            assert abs(to_pixel(dss[k], mark)[2]) <= min(offsets) + 1e-6, "not the spatially nearest slice"
+            ds = _plan(truth, r.study_id, r.series_id).slice_spacing_mm
+            assert "SpacingBetweenSlices" not in dss[k] or float(dss[k].SpacingBetweenSlices) == ds
+            assert min(offsets) <= ds / 2 + 1e-3
             p = to_patient(dss[k], r.x, r.y)
             _, _, n = _axes(dss[k])
             d = p - mark

@@ -39,11 +39,11 @@ def _ds(v: float) -> str:
 
 def write_series(plan: SeriesPlan, stored: list, series_dir: Path, *, seed: int, study_id: int,
                  description: str) -> list[Path]:
-    """Write ``stored[k]`` (uint16, spatial order) as ``<instance_number>.dcm``; returns the paths."""
+    """Write ``stored[k]`` (uint16, slice k of the plan, its own geometry) as ``<instance_number>.dcm``;
+    returns the paths."""
     series_dir.mkdir(parents=True, exist_ok=True)
     study_uid, series_uid = uid(seed, study_id), uid(seed, study_id, plan.series_id)
     frame_uid = uid(seed, study_id, "frame")
-    normal = slice_normal(plan.iop)
     tr, te, ti = TIMING[plan.sequence]
     paths = []
     for k, pixels in enumerate(stored):
@@ -68,12 +68,14 @@ def write_series(plan: SeriesPlan, stored: list, series_dir: Path, *, seed: int,
         ds.RepetitionTime, ds.EchoTime = _ds(tr), _ds(te)
         if ti:
             ds.InversionTime = _ds(ti)
-        ds.ImagePositionPatient = [_ds(v) for v in plan.ipps[k]]
-        ds.ImageOrientationPatient = [_ds(v) for v in plan.iop]
-        ds.SliceLocation = _ds(float(np.dot(plan.ipps[k], normal)))
-        ds.PixelSpacing = [_ds(v) for v in plan.spacing_rc]
-        ds.SliceThickness = _ds(plan.thickness_mm)
-        ds.SpacingBetweenSlices = _ds(plan.slice_spacing_mm)
+        ipp, iop, spacing_rc, _, _ = plan.geometry(k)
+        ds.ImagePositionPatient = [_ds(v) for v in ipp]
+        ds.ImageOrientationPatient = [_ds(v) for v in iop]
+        ds.SliceLocation = _ds(float(np.dot(ipp, slice_normal(iop))))
+        ds.PixelSpacing = [_ds(v) for v in spacing_rc]
+        if plan.write_thickness:
+            ds.SliceThickness = _ds(plan.thickness_mm)
+            ds.SpacingBetweenSlices = _ds(plan.slice_spacing_mm)
         ds.Rows, ds.Columns = pixels.shape
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = plan.photometric

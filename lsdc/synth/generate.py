@@ -4,10 +4,12 @@ Kaggle layout (SPEC.md section 2), severity planted in the anatomy only.
 Every study is drawn from its own generator ``default_rng([seed, split, index])`` and written by one
 worker, so the output (CSV bytes, pixel data, UIDs) depends on the seed only, never on ``--workers``.
 The test split also gets its answers, ``test_labels.csv`` and ``test_label_coordinates.csv``, which no
-pipeline stage reads.
+pipeline stage reads. ``synth_manifest.json`` at the root lists the series quirks planted (see
+:func:`manifest_entries`); no pipeline stage reads it either.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -18,12 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.geometry import slice_normal
 from ..core.schema import CONDITIONS, DESCRIPTION_OF_VIEW, LEVELS, SEVERITIES
 from . import dicom_write, labels, phantom, render, tables
 from .series import Variety, coordinate_rows, plan_study
 
 SPLITS = ("train", "test")
 MAX_SERIES_PER_STUDY = 4
+MANIFEST = "synth_manifest.json"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class StudyJob:
 
 def study_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
+
+
+def quirk_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The study's series-quirk draws: a stream of their own, so the anatomy, the base geometry and the
+    noise of the main stream do not move when a quirk rate changes."""
+    return np.random.default_rng([int(seed), SPLITS.index(split), int(index), 1])
 
 
 def make_jobs(out_dir, studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety()) -> list:
@@ -72,7 +82,8 @@ def build_study(job: StudyJob):
     rng = study_rng(job.seed, job.split, job.index)
     anat = phantom.make_study(rng)
     blank = labels.sample_blanks(rng)
-    plans, choices = plan_study(rng, anat, job.series_ids, job.variety)
+    plans, choices = plan_study(rng, anat, job.series_ids, job.variety, blank,
+                                quirk_rng(job.seed, job.split, job.index))
     return anat, blank, plans, choices, rng
 
 
@@ -86,20 +97,64 @@ def ground_truth(studies: int, seed: int, test_studies: int = 0, variety: Variet
     return out
 
 
+def manifest_entries(job: StudyJob, plans: list, choices: dict) -> tuple[list, dict]:
+    """(series entries, study entry) of ``synth_manifest.json`` for one study.
+
+    ``expected_stacks``: the geometric stacks a reader grouping slices by (orientation, matrix, pixel
+    spacing) and splitting at position gaps > 1.5x the median spacing finds: the angled slabs (or the
+    one stack) plus one for the odd-geometry slices. Repeated positions add no stack."""
+    series = [{"study_id": job.study_id, "series_id": p.series_id, "split": job.split, "view": p.view,
+               "angled_slabs": p.angled_slabs, "odd_slices": int(p.odd.sum()), "odd_kind": p.odd_kind,
+               "repeated_positions": int((p.copy_of >= 0).sum()), "repeated_instances": p.repeated_instances,
+               "expected_stacks": p.expected_stacks} for p in plans]
+    study = {"study_id": job.study_id, "split": job.split, "repeated_view": choices["repeated_view"],
+             "missing_view": choices["missing_view"], "two_axial": bool(choices["two_axial"])}
+    return series, study
+
+
+def manifest(studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety()) -> dict:
+    """The ``synth_manifest.json`` that ``synth`` writes with these arguments, without rendering."""
+    out = {"series": [], "studies": []}
+    for job in make_jobs("", studies, seed, test_studies, variety):
+        _, _, plans, choices, _ = build_study(job)
+        series, study = manifest_entries(job, plans, choices)
+        out["series"] += series
+        out["studies"].append(study)
+    return out
+
+
+def render_series(volume, anat, plan, rng) -> list:
+    """Stored pixels of every slice of a plan, each sampled with its own geometry; a repeated position
+    re-uses its original's rendering with fresh noise."""
+    slabs, fields, kept, stored = {}, {}, {}, []
+    sources = set(int(k) for k in plan.copy_of[plan.copy_of >= 0])
+    for k in range(plan.n):
+        ipp, iop, spacing_rc, rows, cols = plan.geometry(k)
+        src = int(plan.copy_of[k])
+        if src >= 0:
+            rel = kept[src]
+        else:
+            axis = int(np.argmax(np.abs(slice_normal(iop))))
+            if axis not in slabs:
+                slabs[axis] = render.slab(volume, plan.sequence, iop, plan.thickness_mm)
+            rel = render.sample_slice(volume, slabs[axis], anat, plan.sequence, ipp, iop, spacing_rc, rows, cols)
+            if k in sources:
+                kept[k] = rel
+        if (rows, cols) not in fields:
+            fields[rows, cols] = render.bias_field(plan.bias, rows, cols)
+        stored.append(dicom_write.to_stored(plan, render.acquire(rel, plan.scale, plan.noise, fields[rows, cols],
+                                                                 rng)))
+    return stored
+
+
 def run_job(job: StudyJob) -> dict:
-    """Render and write one study's DICOMs; return its CSV rows."""
+    """Render and write one study's DICOMs; return its CSV rows and manifest entries."""
     anat, blank, plans, choices, rng = build_study(job)
     volume = render.paint(anat, tuple(sorted({p.sequence for p in plans})))
     study_dir = Path(job.out_dir) / f"{job.split}_images" / str(job.study_id)
     files = 0
     for plan in plans:
-        slab = render.slab(volume, plan.sequence, plan.iop, plan.thickness_mm)
-        field, stored = render.bias_field(plan.bias, plan.rows, plan.cols), []
-        for ipp in plan.ipps:
-            rel = render.sample_slice(volume, slab, anat, plan.sequence, ipp, plan.iop, plan.spacing_rc,
-                                      plan.rows, plan.cols)
-            phys = render.acquire(rel, plan.scale, plan.noise, field, rng)
-            stored.append(dicom_write.to_stored(plan, phys))
+        stored = render_series(volume, anat, plan, rng)
         files += len(dicom_write.write_series(plan, stored, study_dir / str(plan.series_id), seed=job.seed,
                                               study_id=job.study_id, description=DESCRIPTION_OF_VIEW[plan.view]))
     labels_row = ["" if blank[i, j] else SEVERITIES[anat.severity[i, j]]
@@ -107,7 +162,7 @@ def run_job(job: StudyJob) -> dict:
     return {"study_id": job.study_id, "split": job.split, "labels": labels_row,
             "coordinates": coordinate_rows(anat, plans, blank),
             "series": [(p.series_id, DESCRIPTION_OF_VIEW[p.view]) for p in plans],
-            "files": files, "choices": choices}
+            "files": files, "choices": choices, "manifest": manifest_entries(job, plans, choices)}
 
 
 def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int | None = 1,
@@ -134,12 +189,21 @@ def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int 
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             records = list(pool.map(run_job, jobs))
     tables.write_tables(out_dir, records)
+    entries = [e for r in records for e in r["manifest"][0]]
+    with open(out_dir / MANIFEST, "w") as f:
+        json.dump({"series": entries, "studies": [r["manifest"][1] for r in records]}, f, indent=1)
+        f.write("\n")
     train = [r for r in records if r["split"] == "train"]
     return {"out_dir": str(out_dir), "seed": int(seed), "train_studies": len(train),
             "test_studies": len(records) - len(train), "series": sum(len(r["series"]) for r in records),
             "files": sum(r["files"] for r in records), "workers": workers,
             "two_axial_studies": sum(r["choices"]["two_axial"] for r in records),
             "missing_series_studies": sum(r["choices"]["missing_view"] is not None for r in records),
+            "repeated_view_studies": sum(r["choices"]["repeated_view"] is not None for r in records),
+            "angled_series": sum(e["angled_slabs"] > 0 for e in entries),
+            "odd_matrix_series": sum(e["odd_slices"] > 0 for e in entries),
+            "repeated_position_series": sum(e["repeated_positions"] > 0 for e in entries),
+            "split_series": sum(e["expected_stacks"] > 1 for e in entries),
             "label_mix": tables.label_mix(train), "seconds": round(time.perf_counter() - t0, 2)}
 
 
