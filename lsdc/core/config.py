@@ -157,9 +157,15 @@ class ModelConfig:
     backbone: str = "tf_efficientnetv2_s"
     """Any timm model name (CPU tests use timm's tiny test_* models)."""
     pretrained: bool = False
-    """Load timm's pretrained weights (needs them cached locally; nothing is downloaded by default)."""
+    """Start the backbone from timm's pretrained weights: timm.create_model(backbone, pretrained=True)
+    downloads them from the Hugging Face hub into the huggingface_hub cache (HF_HOME) on first use
+    and reads the cache after that (HF_HUB_OFFLINE=1: cache only). Unreachable hub and not cached,
+    or no weights for this backbone: a one-line error. Off by default, so tests and the demo never
+    download; ignored when checkpoint_path is set."""
     checkpoint_path: str = ""
-    """Optional local file of backbone weights to load instead of timm's."""
+    """Local backbone weights file (.safetensors, or a .pth/.pt/.bin torch pickle, possibly nested
+    under state_dict/model/state_dict_ema; module./backbone. prefixes stripped) to start from; it wins
+    over pretrained, and nothing is downloaded."""
     proj_dim: int = 512
     """Backbone features are projected to this width before the GRU."""
     gru_hidden: int = 512

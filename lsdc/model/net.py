@@ -9,15 +9,27 @@ is an input, so no image flip (and no left/right label swap) is needed.
 channels_last: the model is layout-agnostic. The backbone sees ``x.flatten(0, 1)``, a view, so an
 input made by :func:`channels_last_5d` (or any permuted (B, S, H, W, C) buffer) reaches the
 backbone as channels-last NCHW; convert the module itself with ``model.to(memory_format=...)``.
+
+Backbone weights: random by default; timm's own (``pretrained``: downloaded from the Hugging Face
+hub once, then cached); or a local file (``checkpoint_path``: safetensors or a torch pickle), which
+wins over ``pretrained``. Weights that cannot be had are one :class:`InputError`.
 """
 from __future__ import annotations
 
+import importlib
 import logging
+import pickle
 from pathlib import Path
 
+import huggingface_hub
 import timm
 import torch
 from torch import nn
+
+try:  # huggingface_hub >= 0.23
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+except ImportError:  # older releases export them from utils
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
 
 from lsdc.core.config import ModelConfig, TrainConfig
 from lsdc.core.errors import InputError
@@ -26,6 +38,79 @@ from lsdc.core.schema import LEVELS
 log = logging.getLogger(__name__)
 NUM_CLASSES = 3
 HEAD_HIDDEN = 512
+WAYS_OUT = ("pass --checkpoint_path=FILE (a local .safetensors, .pth or .bin weights file) "
+            "or --pretrained=false (random init)")
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What ``timm.create_model(name, pretrained=True)`` raises when the weights cannot be fetched.
+
+    Measured with huggingface_hub 2.4 / timm 1.0.31: with ``HF_HUB_OFFLINE=1`` and with no route to
+    the hub alike, hf_hub_download ends in ``LocalEntryNotFoundError`` (an ``EntryNotFoundError`` and
+    a ``FileNotFoundError``; the cause is ``OfflineModeIsEnabled`` or the transport's ConnectError).
+    Also caught: ``OfflineModeIsEnabled`` itself, ``HfHubHTTPError`` (repository missing, gated, 401
+    from a proxy, 5xx), ``OSError`` (timeouts, refused connections, requests' errors, urllib's
+    URLError for timm's few URL-hosted weights, an unwritable cache) and the httpx ``TransportError``
+    of a failed download, which is not an OSError (huggingface_hub >= 1.0 talks httpx).
+    """
+    errors: list[type[BaseException]] = [EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, OSError]
+    for mod in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(mod).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+HUB_ERRORS = _hub_errors()
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    seen = {id(e)}
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        e = nxt
+    return e
+
+
+def _hub_offline() -> bool:
+    c = huggingface_hub.constants
+    return bool(c.is_offline_mode() if hasattr(c, "is_offline_mode") else getattr(c, "HF_HUB_OFFLINE", False))
+
+
+def create_backbone(cfg: ModelConfig, in_chans: int = 3) -> nn.Module:
+    """The timm backbone (``num_classes=0``: pooled features), its weights as ``cfg`` asks.
+
+    ``pretrained`` and no ``checkpoint_path``: timm's own weights via ``timm.create_model(name,
+    pretrained=True)``, which downloads them from the Hugging Face hub into the huggingface_hub cache
+    (``HF_HOME``, default ~/.cache/huggingface) on first use and reads the cache afterwards. Weights
+    that cannot be had (offline, ``HF_HUB_OFFLINE=1`` and not cached, a model timm has no weights
+    for) are one :class:`InputError` naming the backbone and the ways out. With ``checkpoint_path``
+    set the backbone starts random and :func:`create_model` loads the file: nothing is downloaded.
+    """
+    name = cfg.backbone
+    if not name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):  # timm resolves those itself
+        if not timm.is_model(name):
+            raise InputError(f"backbone {name!r}: not a timm model name (see timm.list_models())")
+        if cfg.pretrained and not cfg.checkpoint_path and not timm.list_pretrained(name):
+            raise InputError(f"backbone {name!r}: timm has no pretrained weights for it; {WAYS_OUT}")
+    pretrained = cfg.pretrained and not cfg.checkpoint_path
+    if cfg.pretrained and cfg.checkpoint_path:
+        log.info("backbone %s: checkpoint_path is set, so timm's pretrained weights are not fetched", name)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    except HUB_ERRORS as e:
+        if not pretrained and not name.startswith(("hf-hub:", "hf_hub:")):
+            raise  # nothing was to be fetched: not a download problem
+        root = _root_cause(e)
+        if isinstance(root, OfflineModeIsEnabled) or (
+                _hub_offline() and isinstance(e, (EntryNotFoundError, OfflineModeIsEnabled))):
+            why = "HF_HUB_OFFLINE is set"
+        else:
+            first = (str(root).strip().splitlines() or [""])[0]
+            why = f"{type(root).__name__}: {first[:160]}" if first else type(root).__name__
+        raise InputError(f"backbone {name!r}: timm's pretrained weights are not in the local cache and "
+                         f"cannot be downloaded from the Hugging Face hub ({why}); {WAYS_OUT}") from e
 
 
 class AttentionMIL(nn.Module):
@@ -50,8 +135,7 @@ class SliceMIL(nn.Module):
     def __init__(self, cfg: ModelConfig, in_chans: int = 3, two_sided: bool = False):
         super().__init__()
         self.two_sided = two_sided
-        self.backbone = timm.create_model(cfg.backbone, pretrained=cfg.pretrained, num_classes=0,
-                                          in_chans=in_chans)
+        self.backbone = create_backbone(cfg, in_chans=in_chans)
         self.proj = nn.Linear(self.backbone.num_features, cfg.proj_dim)
         self.gru = nn.GRU(cfg.proj_dim, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True,
                           bidirectional=True, dropout=cfg.gru_dropout if cfg.gru_layers > 1 else 0.0)
@@ -89,48 +173,116 @@ class SliceMIL(nn.Module):
 
 
 def create_model(cfg: ModelConfig, in_chans: int = 3, two_sided: bool = False) -> SliceMIL:
-    """The v9 model; backbone weights from ``cfg.checkpoint_path`` when set (nothing downloaded)."""
+    """The v9 model. Backbone weights: ``cfg.checkpoint_path`` when set (a local file, nothing is
+    downloaded even with ``cfg.pretrained``), else timm's hub weights when ``cfg.pretrained``, else
+    random (see :func:`create_backbone`)."""
     model = SliceMIL(cfg, in_chans=in_chans, two_sided=two_sided)
     if cfg.checkpoint_path:
         load_backbone(model.backbone, cfg.checkpoint_path)
     return model
 
 
-def load_backbone(backbone: nn.Module, path) -> int:
-    """Load backbone weights from a local file; returns the number of tensors loaded.
+WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")  # timm's load_checkpoint order (EMA first)
+STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile; stripped wherever they stack
 
-    Accepts a plain state_dict, ``{"state_dict": ...}`` or ``{"model": ...}``; a ``module.`` prefix
-    (DDP) and a ``backbone.`` prefix (a whole saved SliceMIL) are stripped. A first-conv weight saved
-    for another channel count is adapted as timm does. Extra keys (a classifier) are ignored.
-    """
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON header."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return (len(head) == 9 and head[8:9] == b"{"
+            and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size)
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: safetensors, or a torch pickle (.pth, .pt, .bin) read with
+    ``weights_only=True``; a dict nested under state_dict_ema / model_ema / state_dict / model is
+    unwrapped (EMA first, as timm's ``load_checkpoint`` does), non-tensor entries are dropped."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: backbone checkpoint not found")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for k in ("state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(k), dict):
-            sd = sd[k]
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if _is_safetensors(path):
+        import safetensors.torch  # a dependency of timm
+        try:
+            sd = safetensors.torch.load_file(str(path), device="cpu")
+        except (safetensors.SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"{path}: not a readable safetensors file ({e})") from e
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, OSError, ValueError) as e:
+            # what torch.load raises on a file that is not a torch pickle (KeyError: a text file) or
+            # one that needs arbitrary classes (UnpicklingError under weights_only)
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise InputError(f"{path}: not a torch weights file that loads with weights_only=True "
+                             f"({type(e).__name__}: {first})") from e
+    for _ in range(3):
+        key = next((k for k in WRAPPER_KEYS if isinstance(sd, dict) and isinstance(sd.get(k), dict)), None)
+        if key is None:
+            break
+        log.debug("%s: reading the state dict under %r", path, key)
+        sd = sd[key]
+    if not isinstance(sd, dict):
+        raise InputError(f"{path}: holds a {type(sd).__name__}, not a state dict of tensors")
+    return {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip_prefixes(k: str) -> str:
+    while k.startswith(STRIP_PREFIXES):  # in any order: DDP(compiled) or compiled(DDP)
+        k = k.split(".", 1)[1]
+    return k
+
+
+def _arch(backbone: nn.Module) -> str:
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    return cfg.get("architecture") or type(backbone).__name__
+
+
+def load_backbone(backbone: nn.Module, path) -> int:
+    """Load backbone weights from a local file; returns the number of tensors loaded.
+
+    Reads what :func:`read_state_dict` reads (timm / Hugging Face ``.safetensors``, ``.pth``,
+    ``.bin``, ``.pt``, nested or not). ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes
+    are stripped, stacked in any order; when ``backbone.``-prefixed keys exist (a whole saved SliceMIL) only those are
+    kept, prefix removed. A first-conv weight saved for another channel count is adapted as timm
+    does. Tensors the backbone lacks (a classifier head: the backbone has num_classes=0) are skipped
+    and reported in a log line; no match at all, or a shape that differs, is an :class:`InputError`.
+    """
+    path = Path(path)
+    sd = read_state_dict(path)
+    n_file = len(sd)
+    sd = {_strip_prefixes(k): v for k, v in sd.items()}
     if any(k.startswith("backbone.") for k in sd):
         sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
     own = backbone.state_dict()
+    matched = [k for k in sd if k in own]
+    if not matched:
+        raise InputError(f"{path}: no tensor matches the backbone {_arch(backbone)!r} (0 of the file's "
+                         f"{n_file} tensors matched; file keys like {next(iter(sd), None)!r}, backbone keys "
+                         f"like {next(iter(own), None)!r}); is it a weights file for this --backbone?")
     bad = []
-    for k, v in list(sd.items()):
-        if k in own and v.shape != own[k].shape:
+    for k in matched:
+        v = sd[k]
+        if v.shape != own[k].shape:
             if v.ndim == 4 and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
                 sd[k] = timm.models.adapt_input_conv(own[k].shape[1], v)  # other in_chans
             else:
-                bad.append(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}")
+                bad.append(k)
     if bad:
-        raise InputError(f"{path}: shapes do not match the backbone: {', '.join(bad[:5])}")
-    loaded = sum(k in own for k in sd)
-    if loaded == 0:
-        raise InputError(f"{path}: no tensor matches the backbone "
-                         f"({len(sd)} keys, e.g. {next(iter(sd), None)!r})")
-    res = backbone.load_state_dict(sd, strict=False)
-    log.info("backbone: loaded %d/%d tensors from %s (%d missing)", loaded, len(own), path,
-             len(res.missing_keys))
-    return loaded
+        k = bad[0]
+        raise InputError(f"{path}: tensor {k!r} has shape {tuple(sd[k].shape)} in the file but "
+                         f"{tuple(own[k].shape)} in the backbone {_arch(backbone)!r} ({len(bad)} of "
+                         f"{len(matched)} matching keys differ in shape); is it a weights file for this --backbone?")
+    skipped = [k for k in sd if k not in own]
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    backbone.load_state_dict({k: sd[k] for k in matched}, strict=False)
+    msg = ("backbone: loaded %d/%d tensors from %s; skipped %d the backbone lacks%s; %d left at their init%s"
+           % (len(matched), len(own), path, len(skipped), f" (e.g. {skipped[0]})" if skipped else "",
+              len(missing), f" (e.g. {missing[0]})" if missing else ""))
+    (log.warning if missing else log.info)(msg)
+    return len(matched)
 
 
 def channels_last_5d(x: torch.Tensor) -> torch.Tensor:
