@@ -161,14 +161,18 @@ def test_expected_stacks_match_a_grouping_reader(data):
             assert len(_stacks([_geom(d) for d in dss], tol)) == e["expected_stacks"]
 
 
-def test_angled_slabs_follow_their_discs(data):
-    seen = set()
+def _angled_series(data):
+    """(study id, series id, its DICOM datasets, manifest entry, anatomy, plans, plan) of every angled series."""
     for (study, sid), dss in data["files"].items():
         e = data["entry"][(study, sid)]
-        if not e["angled_slabs"]:
-            continue
-        anat, plans = data["truth"][study][1:]
-        plan = next(p for p in plans if p.series_id == sid)
+        if e["angled_slabs"]:
+            anat, plans = data["truth"][study][1:]
+            yield study, sid, dss, e, anat, plans, next(p for p in plans if p.series_id == sid)
+
+
+def test_angled_slabs_follow_their_discs(data):
+    seen = set()
+    for study, sid, dss, e, anat, plans, plan in _angled_series(data):
         main = _main_slices(dss, e)
         slabs = _slabs(main)
         k = e["angled_slabs"]
@@ -202,12 +206,7 @@ def test_angled_slabs_follow_their_discs(data):
 def test_subarticular_rows_point_into_their_levels_slab(data):
     coords, n = data["coords"], 0
     labels = pd.concat([read_train(data["out"] / f) for f in ("train.csv", "test_labels.csv")]).set_index("study_id")
-    for (study, sid), dss in data["files"].items():
-        e = data["entry"][(study, sid)]
-        if not e["angled_slabs"]:
-            continue
-        anat, plans = data["truth"][study][1:]
-        plan = next(p for p in plans if p.series_id == sid)
+    for study, sid, dss, e, anat, plans, plan in _angled_series(data):
         slabs = _slabs(_main_slices(dss, e))
         by_inst = {d.InstanceNumber: d for d in dss}
         rows = coords[(coords.series_id == sid)]
