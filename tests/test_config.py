@@ -9,7 +9,7 @@ from lsdc.core.errors import InputError
 def test_defaults_are_the_seed_recipe():
     cfg = Config()
     assert cfg.model.backbone == "tf_efficientnetv2_s" and cfg.model.pretrained is False
-    assert cfg.train.class_weights == (1.0, 4.0, 6.0)
+    assert cfg.train.class_weights == (1.0, 2.0, 4.0)
     assert (cfg.train.lr, cfg.train.backbone_lr, cfg.train.batch_size) == (1e-4, 1e-5, 12)
     spec = cfg.preprocess.sagittal_t2
     assert spec.store_slices == spec.slices + 2 * spec.slice_margin == 11
@@ -20,13 +20,13 @@ def test_defaults_are_the_seed_recipe():
 def test_overrides_by_unique_name_and_dotted_path(tmp_path):
     f = tmp_path / "cfg.yaml"
     f.write_text(yaml.safe_dump({"train": {"epochs": 3, "lr": 0.001}, "backbone": "test_resnet"}))
-    cfg = load_config(f, ["--epochs=5", "--preprocess.axial_t2.crop_mm=50", "--class_weights=[1,2,4]",
+    cfg = load_config(f, ["--epochs=5", "--preprocess.axial_t2.crop_mm=50", "--class_weights=[1,4,6]",
                           "--backend=torch", "--pretrained=true"])
     assert cfg.train.epochs == 5  # command line beats file
     assert cfg.train.lr == 0.001  # file beats default
     assert cfg.model.backbone == "test_resnet"
     assert cfg.preprocess.axial_t2.crop_mm == 50.0 and cfg.preprocess.sagittal_t2.crop_mm == 40.0
-    assert cfg.train.class_weights == (1.0, 2.0, 4.0)
+    assert cfg.train.class_weights == (1.0, 4.0, 6.0)
     assert cfg.loader.backend == "torch" and cfg.model.pretrained is True
 
 

@@ -20,7 +20,11 @@ def test_demo_smoke_writes_every_artefact_and_the_gap(tmp_path, capsys):
     sub = pd.read_csv(out / "submission.csv")
     assert len(sub) == 2 * 25 and not sub.isna().any().any()
     np.testing.assert_allclose(sub[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0, atol=1e-6)
-    score = json.loads((out / "score.json").read_text())["score"]
+    scored = json.loads((out / "score.json").read_text())
+    score = scored["score"]
+    assert isinstance(scored["prior"], float) and isinstance(scored["ceiling"], float)  # the yardstick
+    assert scored["skill"] is None or isinstance(scored["skill"], float)
+    assert set(scored["terms"]) == {"spinal", "foraminal", "subarticular", "any_severe"}
     true_score = json.loads((out / "score_true_coords.json").read_text())["score"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["score (test)"]["score"] == pytest.approx(score, abs=1e-4)
@@ -29,3 +33,5 @@ def test_demo_smoke_writes_every_artefact_and_the_gap(tmp_path, capsys):
     assert loc["median_error_mm"] >= 0 and 0 <= loc["slice_exact"] <= 1
     printed = capsys.readouterr().out
     assert "gap (predicted - true coords)" in printed and str(out / "submission.csv") in printed
+    for term in ("spinal", "foraminal", "subarticular", "any_severe", "overall"):
+        assert f"{term}: prior / model / ceiling / skill" in printed

@@ -18,8 +18,8 @@ from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG200
 from lsdc.core.cli import main
 from lsdc.core.readers import (TRAIN_COLUMNS, read_coordinates, read_sample_submission, read_series_descriptions,
                                read_train)
-from lsdc.core.schema import (AX_T2, CONDITION_VIEW, CONDITIONS, LEFT_NFN, LEFT_SS, LEVELS, RIGHT_NFN, RIGHT_SS,
-                              SAG_T1, SAG_T2, SEVERITIES, SPINAL, VIEW_CONDITIONS, label_column, row_id)
+from lsdc.core.schema import (AX_T2, CONDITION_VIEW, CONDITIONS, GROUP_OF, LEFT_NFN, LEFT_SS, LEVELS, RIGHT_NFN,
+                              RIGHT_SS, SAG_T1, SAG_T2, SEVERITIES, SPINAL, VIEW_CONDITIONS, label_column, row_id)
 from lsdc.synth import labels, phantom, render
 from lsdc.synth.dicom_write import to_stored
 from lsdc.synth.generate import ground_truth, synth
@@ -342,21 +342,89 @@ def test_cli_writes_dataset_and_rejects_bad_arguments(tmp_path, capsys):
 
 
 # --- the label model, the phantom, the renderer -------------------------------------------------
-def test_label_model_matches_documented_mix():
-    rng = np.random.default_rng(0)
-    sev = np.stack([labels.sample_severities(rng) for _ in range(4000)])
+REAL_MIX = {"spinal": (0.878, 0.075, 0.048), "foraminal": (0.780, 0.181, 0.040), "subarticular": (0.714, 0.190, 0.096)}
+
+
+def _cells(model: str, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [labels.sample_cells(rng, model) for _ in range(n)]
+
+
+def test_realistic_labels_have_the_real_mix_where_the_real_data_has_it():
+    cells = _cells("realistic", 3000)
+    grade = np.stack([c.grade for c in cells])  # (n, 5, 5)
+    exact = labels.expected_mix("realistic")
+    for group, mix in REAL_MIX.items():
+        rows = [i for i, c in enumerate(CONDITIONS) if GROUP_OF[c] == group]
+        frac = np.bincount(grade[:, rows].ravel(), minlength=3) / grade[:, rows].size
+        assert np.allclose(exact["group"][group], mix, atol=0.002), group  # solved exactly
+        assert np.allclose(frac, mix, atol=0.015), (group, frac)  # and sampled so
+    severe = exact["cell"][..., 2]  # severe where the real data has it
+    spinal, foraminal, ss = severe[0], severe[1], severe[3]
+    assert spinal[3] > spinal[2] > spinal[4] and foraminal[4] > foraminal[2] and foraminal[3] > foraminal[2]
+    assert ss.argmax() == 3 and 0.18 < ss[3] < 0.28
+    blanks = np.stack([labels.sample_blanks(np.random.default_rng(k)) for k in range(4000)])
+    assert 0.008 < blanks.mean() < 0.016
+    ss_rows = [CONDITIONS.index(LEFT_SS), CONDITIONS.index(RIGHT_SS)]
+    assert 0.06 < blanks[:, ss_rows, 0].mean() < 0.10 and 0.025 < blanks[:, ss_rows, 1].mean() < 0.055
+
+
+def test_realistic_narrowing_is_smooth_in_the_latent_and_grades_carry_reader_noise():
+    cells = _cells("realistic", 2000, seed=1)
+    s = np.stack([c.latent for c in cells]).ravel()
+    nar = np.stack([c.narrowing for c in cells]).ravel()
+    grade = np.stack([c.grade for c in cells]).ravel()
+    post = np.stack([c.posterior for c in cells]).reshape(-1, 3)
+    order = np.argsort(s)
+    assert np.all(np.diff(nar[order]) >= -1e-12)  # increasing in s, per condition and overall
+    assert len(np.unique(nar.round(3))) > 500  # a continuum, not three steps
+    for g in range(3):  # a grade spans a range of narrowing that overlaps its neighbours (reader noise)
+        assert nar[grade == g].std() > 0.03
+    assert nar[grade == 1].min() < nar[grade == 0].max()
+    np.testing.assert_allclose(post.sum(axis=1), 1.0, atol=1e-9)
+    for g in range(3):  # the posterior is calibrated: mean P(g | s) matches how often g was written
+        assert abs(post[:, g].mean() - (grade == g).mean()) < 0.01
+    tilted = labels.oracle_submission(post[:5])
+    w = np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(tilted, post[:5] * w / (post[:5] * w).sum(axis=1, keepdims=True))
+
+
+def test_clean_labels_keep_the_separable_mix():
+    cells = _cells("clean", 4000)
+    sev = np.stack([c.grade for c in cells])
     frac = np.bincount(sev.ravel(), minlength=3) / sev.size
-    assert np.allclose(frac, labels.expected_mix()["overall"], atol=0.015), frac
+    assert np.allclose(frac, labels.expected_mix("clean")["overall"], atol=0.015), frac
     assert np.allclose(frac, (0.668, 0.204, 0.127), atol=0.02)
-    by_level = [(sev[:, :, j] == 2).mean() for j in range(len(LEVELS))]
-    assert by_level[3] > by_level[4] > by_level[2] > by_level[0]
-    blanks = np.stack([labels.sample_blanks(rng) for _ in range(4000)])
-    assert 0.006 < blanks.mean() < 0.014
-    ss = [CONDITIONS.index(LEFT_SS), CONDITIONS.index(RIGHT_SS)]
-    assert blanks[:, ss, :2].sum() > 0.7 * blanks.sum()
-    nar = labels.sample_narrowing(rng, sev[:200])
-    for g, (lo, hi) in enumerate(labels.NARROWING_RANGE):
+    nar = np.stack([c.narrowing for c in cells[:200]])
+    for g, (lo, hi) in enumerate(labels.CLEAN_NARROWING):
         assert lo - 0.08 <= nar[sev[:200] == g].min() and nar[sev[:200] == g].max() <= hi + 0.08
+    assert np.array_equal(np.stack([c.posterior for c in cells[:50]]).argmax(-1), sev[:50])
+
+
+def test_synth_train_csv_has_the_real_mix_and_an_oracle(tmp_path):
+    """The label frequencies of train.csv are within 5 points of the real table per condition group
+    (60 studies' labels, drawn exactly as synth draws them but without rendering), and synth writes
+    an oracle submission per split that scores better than the best constant."""
+    from lsdc.metric.baselines import score_report
+    from lsdc.synth.generate import build_study, make_jobs
+    grades = {g: [] for g in REAL_MIX}
+    for job in make_jobs("", 60, 0):
+        anat, blank, *_ = build_study(job)
+        for i, c in enumerate(CONDITIONS):
+            grades[GROUP_OF[c]] += [int(g) for g, b in zip(anat.severity[i], blank[i]) if not b]
+    for group, mix in REAL_MIX.items():
+        frac = np.bincount(grades[group], minlength=3) / len(grades[group])
+        assert np.all(np.abs(frac - mix) < 0.05), (group, frac)
+    out = tmp_path / "d"
+    synth(out, 3, 2, test_studies=2, workers=1)
+    for split, name in (("train", "train.csv"), ("test", "test_labels.csv")):
+        oracle = pd.read_csv(out / f"{split}_oracle.csv")
+        assert list(oracle.columns) == ["row_id", "normal_mild", "moderate", "severe"]
+        assert len(oracle) == 25 * (3 if split == "train" else 2)
+        np.testing.assert_allclose(oracle[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0, atol=1e-6)
+    rep = score_report(out / "test_labels.csv", out / "test_oracle.csv", prior_from=out / "train.csv",
+                       oracle=out / "test_oracle.csv", pseudocount=0.5)
+    assert rep["skill"] == pytest.approx(1.0) and rep["ceiling"] < rep["prior"]
 
 
 def test_phantom_landmarks_are_anatomical():

@@ -34,7 +34,7 @@ def build_store(base: Path, studies: int, seed: int, out_px: int) -> Path:
     from lsdc.synth.generate import synth
     store = base / "store"
     if not (store / "zarr.json").is_file():
-        synth(base / "data", studies, seed, workers=2)
+        synth(base / "data", studies, seed, workers=2, label_model="clean")  # learning mechanics
         cfg = load_config(None, [f"--preprocess.{v}.out_px={out_px}" for v in VIEWS])
         preprocess(base / "data", store, "train", None, 2, None, cfg, progress=False)
     return store

@@ -1,10 +1,12 @@
-"""`lsdc synth OUT --studies N --seed S [--test-studies M] [--workers W]`: a synthetic dataset in the
-Kaggle layout (SPEC.md section 2), severity planted in the anatomy only.
+"""`lsdc synth OUT --studies N --seed S [--test-studies M] [--workers W] [--labels M]`: a synthetic
+dataset in the Kaggle layout, severity planted in the anatomy only.
 
 Every study is drawn from its own generator ``default_rng([seed, split, index])`` and written by one
 worker, so the output (CSV bytes, pixel data, UIDs) depends on the seed only, never on ``--workers``.
-The test split also gets its answers, ``test_labels.csv`` and ``test_label_coordinates.csv``, which no
-pipeline stage reads. ``synth_manifest.json`` at the root lists the series quirks planted (see
+The test split also gets its answers, ``test_labels.csv`` and ``test_label_coordinates.csv``, and each
+split its oracle submission ``<split>_oracle.csv`` (the best any model could do: its score is the noise
+ceiling), which no pipeline stage reads. Labels follow ``--labels`` (labels.py: ``realistic`` by
+default, ``clean`` for learning-mechanics tests). ``synth_manifest.json`` at the root lists the series quirks planted (see
 :func:`manifest_entries`); no pipeline stage reads it either.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ class StudyJob:
     series_ids: tuple
     out_dir: str
     variety: Variety
+    label_model: str = "realistic"
 
 
 def study_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -51,7 +54,8 @@ def quirk_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS.index(split), int(index), 1])
 
 
-def make_jobs(out_dir, studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety()) -> list:
+def make_jobs(out_dir, studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety(),
+              label_model: str = "realistic") -> list:
     """One job per study with unique, seed-determined study and series IDs (7-10 digits)."""
     rng = np.random.default_rng([int(seed), 7919])
     total = studies + test_studies
@@ -73,25 +77,26 @@ def make_jobs(out_dir, studies: int, seed: int, test_studies: int = 0, variety: 
     for i in range(total):
         split, index = ("train", i) if i < studies else ("test", i - studies)
         sids = tuple(series_ids[i * MAX_SERIES_PER_STUDY:(i + 1) * MAX_SERIES_PER_STUDY])
-        jobs.append(StudyJob(int(seed), split, index, study_ids[i], sids, str(out_dir), variety))
+        jobs.append(StudyJob(int(seed), split, index, study_ids[i], sids, str(out_dir), variety, label_model))
     return jobs
 
 
 def build_study(job: StudyJob):
     """(anatomy, blank mask, series plans, choices) of a job: everything but the pixels."""
     rng = study_rng(job.seed, job.split, job.index)
-    anat = phantom.make_study(rng)
-    blank = labels.sample_blanks(rng)
+    anat = phantom.make_study(rng, label_model=job.label_model)
+    blank = labels.sample_blanks(rng, job.label_model)
     plans, choices = plan_study(rng, anat, job.series_ids, job.variety, blank,
                                 quirk_rng(job.seed, job.split, job.index))
     return anat, blank, plans, choices, rng
 
 
-def ground_truth(studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety()) -> dict:
+def ground_truth(studies: int, seed: int, test_studies: int = 0, variety: Variety = Variety(),
+                 label_model: str = "realistic") -> dict:
     """study_id -> (split, StudyAnatomy, series plans) of the dataset ``synth`` writes with these
     arguments, without rendering: landmarks in patient mm, severities, narrowing, geometry."""
     out = {}
-    for job in make_jobs("", studies, seed, test_studies, variety):
+    for job in make_jobs("", studies, seed, test_studies, variety, label_model):
         anat, _, plans, _, _ = build_study(job)
         out[job.study_id] = (job.split, anat, plans)
     return out
@@ -159,15 +164,19 @@ def run_job(job: StudyJob) -> dict:
                                               study_id=job.study_id, description=DESCRIPTION_OF_VIEW[plan.view]))
     labels_row = ["" if blank[i, j] else SEVERITIES[anat.severity[i, j]]
                   for i in range(len(CONDITIONS)) for j in range(len(LEVELS))]
-    return {"study_id": job.study_id, "split": job.split, "labels": labels_row,
+    oracle = labels.oracle_submission(anat.posterior).reshape(-1, 3)  # CONDITIONS x LEVELS order
+    return {"study_id": job.study_id, "split": job.split, "labels": labels_row, "oracle": oracle.tolist(),
             "coordinates": coordinate_rows(anat, plans, blank),
             "series": [(p.series_id, DESCRIPTION_OF_VIEW[p.view]) for p in plans],
             "files": files, "choices": choices, "manifest": manifest_entries(job, plans, choices)}
 
 
 def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int | None = 1,
-          variety: Variety = Variety()) -> dict:
-    """Write the dataset under ``out_dir`` (absent or empty); returns a summary dict."""
+          variety: Variety = Variety(), label_model: str = "realistic") -> dict:
+    """Write the dataset under ``out_dir`` (absent or empty); returns a summary dict. ``label_model``:
+    ``realistic`` (real prevalence, reader noise, an oracle submission) or ``clean`` (see labels.py)."""
+    if label_model not in labels.LABEL_MODELS:
+        raise InputError(f"--labels must be one of {labels.LABEL_MODELS}, got {label_model!r}")
     out_dir = Path(out_dir)
     for name, value, low in (("studies", studies, 1), ("test_studies", test_studies, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -179,7 +188,7 @@ def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int 
         raise InputError(f"{out_dir}: output exists and is not an empty directory")
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = make_jobs(out_dir, int(studies), int(seed), int(test_studies), variety)
+    jobs = make_jobs(out_dir, int(studies), int(seed), int(test_studies), variety, label_model)
     workers = min(int(workers), len(jobs))
     if workers == 1:
         records = [run_job(j) for j in jobs]
@@ -194,7 +203,7 @@ def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int 
         json.dump({"series": entries, "studies": [r["manifest"][1] for r in records]}, f, indent=1)
         f.write("\n")
     train = [r for r in records if r["split"] == "train"]
-    return {"out_dir": str(out_dir), "seed": int(seed), "train_studies": len(train),
+    return {"out_dir": str(out_dir), "seed": int(seed), "label_model": label_model, "train_studies": len(train),
             "test_studies": len(records) - len(train), "series": sum(len(r["series"]) for r in records),
             "files": sum(r["files"] for r in records), "workers": workers,
             "two_axial_studies": sum(r["choices"]["two_axial"] for r in records),
@@ -215,10 +224,14 @@ def configure(parser) -> None:
                         help="number of test studies: test_images/, sample_submission.csv and answers")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel processes (default: all cores); the output does not depend on it")
+    parser.add_argument("--labels", default="realistic", choices=labels.LABEL_MODELS,
+                        help="realistic: the real grade mix, reader noise and an oracle submission "
+                             "(<split>_oracle.csv, the noise ceiling); clean: separable grades, for "
+                             "checking learning mechanics")
 
 
 def run(args) -> int:
-    s = synth(args.out, args.studies, args.seed, args.test_studies, args.workers)
+    s = synth(args.out, args.studies, args.seed, args.test_studies, args.workers, label_model=args.labels)
     mix = " / ".join(f"{k} {v:.1%}" for k, v in s["label_mix"].items())
     print(f"wrote {s['train_studies']} train + {s['test_studies']} test studies, {s['series']} series, "
           f"{s['files']} files to {s['out_dir']} in {s['seconds']} s with {s['workers']} worker(s); "

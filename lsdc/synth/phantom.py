@@ -6,7 +6,7 @@ and the conus, and at each disc level the left/right neural foramina (fat + nerv
 recesses. Severity lives in the anatomy only: at each level the canal is indented at the disc (bulge
 from the front, ligamentum flavum from the back), a foramen loses its fat to a disc-osteophyte (front)
 and facet (back) pair, a lateral recess is filled from behind-laterally; each by the cell's
-narrowing fraction (``labels.NARROWING_RANGE``).
+narrowing fraction (a smooth function of its latent severity: ``labels.narrowing_of``).
 
 The anatomy is a list of soft-edged solid primitives painted in order (later ones win), plus an
 analytic body background (skin fat, abdomen, psoas, paraspinal muscles) for everything else; see
@@ -60,6 +60,8 @@ class StudyAnatomy:
     primitives: list
     tissue: dict                # tissue -> np.ndarray(3) intensities for this study
     body: dict = field(default_factory=dict)  # background parameters
+    latent: np.ndarray | None = None     # (5, 5) latent severity (labels.py), when drawn
+    posterior: np.ndarray | None = None  # (5, 5, 3) P(grade | latent), when drawn
 
     def landmark(self, condition: str, level: str) -> np.ndarray:
         return self.landmarks[(condition, level)].copy()
@@ -84,11 +86,16 @@ def _frame(phi: float) -> np.ndarray:
     return np.array([[1.0, 0, 0], [0, np.cos(phi), -np.sin(phi)], [0, np.sin(phi), np.cos(phi)]])
 
 
-def make_study(rng, severity=None, narrowing=None) -> StudyAnatomy:
-    """Draw one patient from ``rng`` (a Generator or a seed); severities drawn unless given."""
+def make_study(rng, severity=None, narrowing=None, label_model: str = "realistic") -> StudyAnatomy:
+    """Draw one patient from ``rng`` (a Generator or a seed); its cells (grades, narrowing, latent
+    severity, posterior) drawn under ``label_model`` unless ``severity`` and ``narrowing`` are given."""
     rng = np.random.default_rng(rng)
-    sev = lab.sample_severities(rng) if severity is None else np.asarray(severity, dtype=np.int8)
-    nar = lab.sample_narrowing(rng, sev) if narrowing is None else np.asarray(narrowing, dtype=float)
+    latent = posterior = None
+    if severity is None or narrowing is None:
+        cells = lab.sample_cells(rng, label_model)
+        latent, posterior = cells.latent, cells.posterior
+    sev = cells.grade if severity is None else np.asarray(severity, dtype=np.int8)
+    nar = cells.narrowing if narrowing is None else np.asarray(narrowing, dtype=float)
     ch = _draw_chain(rng, nar)
     origin = np.array([rng.uniform(-12, 12), rng.uniform(-12, 12), rng.uniform(-15, 15)])
     R = _rot(2, rng.uniform(-4, 4)) @ _rot(1, rng.uniform(-4, 4)) @ _rot(0, rng.uniform(-2, 2))
@@ -117,7 +124,7 @@ def make_study(rng, severity=None, narrowing=None) -> StudyAnatomy:
     return StudyAnatomy(sev, nar, origin, R, s, marks,
                         {lv: world(discs[j][0]) for j, lv in enumerate(LEVELS)},
                         {lv: _frame(discs[j][1]) @ R.T for j, lv in enumerate(LEVELS)},
-                        prims, tissue, body)
+                        prims, tissue, body, latent, posterior)
 
 
 def _draw_chain(rng, nar) -> dict:

@@ -18,8 +18,11 @@ def _write(path: Path, header, rows) -> None:
 
 
 def write_tables(out_dir: Path, records: list) -> None:
-    """train.csv, train_label_coordinates.csv, train_series_descriptions.csv and, with test studies,
-    test_series_descriptions.csv, sample_submission.csv, test_labels.csv, test_label_coordinates.csv."""
+    """train.csv, train_label_coordinates.csv, train_series_descriptions.csv, train_oracle.csv and,
+    with test studies, test_series_descriptions.csv, sample_submission.csv, test_labels.csv,
+    test_label_coordinates.csv, test_oracle.csv. ``<split>_oracle.csv`` (sample_submission format) is
+    the best possible submission for every cell, blank ones included: the posterior of the cell's
+    latent severity tilted by the metric's row weights (labels.oracle_submission)."""
     for split in ("train", "test"):
         recs = sorted((r for r in records if r["split"] == split), key=lambda r: r["study_id"])
         if split == "test" and not recs:
@@ -31,6 +34,9 @@ def write_tables(out_dir: Path, records: list) -> None:
                 for r in recs for sid, inst, c, lv, x, y in r["coordinates"]))
         _write(out_dir / f"{split}_series_descriptions.csv", SERIES_COLUMNS,
                ((r["study_id"], sid, desc) for r in recs for sid, desc in r["series"]))
+        _write(out_dir / f"{split}_oracle.csv", SUBMISSION_HEADER,
+               ((row_id(r["study_id"], c, lv), *(f"{v:.8g}" for v in r["oracle"][k]))
+                for r in recs for k, (c, lv) in enumerate((c, lv) for c in CONDITIONS for lv in LEVELS)))
         if split == "test":
             _write(out_dir / "sample_submission.csv", SUBMISSION_HEADER,
                    ((row_id(r["study_id"], c, lv), UNIFORM, UNIFORM, UNIFORM)

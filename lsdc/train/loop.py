@@ -25,13 +25,14 @@ from tqdm import tqdm
 from ..core.config import Config
 from ..core.errors import InputError
 from ..core.schema import VIEWS
+from ..metric.baselines import fit_prior, fold_priors
 from ..metric.classification import epoch_metrics
 from ..preprocess.store import read_index, store_preprocess_config
 from . import checkpoint as ckpt_io
 from . import distributed as dist
 from . import report
 from .evaluate import epoch_record, evaluate, is_better
-from .folds import split_rows
+from .folds import assign_folds, split_rows
 from .step import build_step, loader_batches, resolve_device, train_step
 
 PRED_COLUMNS = ("row", "study_id", "condition", "level", "label", "p0", "p1", "p2", "fold")
@@ -74,6 +75,7 @@ def train(cfg: Config, store, view: str, fold: int, out_dir, resume: bool = Fals
     seed_everything(tcfg.seed + d.rank)
     index = read_index(store, view)
     train_rows, val_rows = split_rows(index, tcfg.folds, tcfg.seed, fold)
+    prior, oracle = fit_prior(index.iloc[train_rows], report.PRIOR_PSEUDOCOUNT), report.oracle_of(store)
     train_loader = create_loader(cfg, store, view, train_rows, train=True, rank=d.rank, world=d.world, data_dir=data_dir)
     val_loader = create_loader(cfg, store, view, val_rows, train=False, rank=d.rank, world=d.world, data_dir=data_dir)
     steps_per_epoch = len(train_loader) if not tcfg.max_steps_per_epoch else min(len(train_loader), tcfg.max_steps_per_epoch)
@@ -139,6 +141,9 @@ def train(cfg: Config, store, view: str, fold: int, out_dir, resume: bool = Fals
 
         ev = evaluate(s, val_loader, d)
         val, pred = epoch_record(view, ev, index, fold, tcfg)
+        refs = report.references(view, pred, val, prior, oracle)
+        val.update(prior=refs["prior"]["score"], ceiling=(refs["ceiling"] or {}).get("score"),
+                   skill=refs["skill"]["score"])
         lrs = {g["name"]: lr for g, lr in zip(s.optimizer.param_groups, s.scheduler.get_last_lr())}
         rec = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, len(step_log)), **val,
                "samples_per_s": samples * d.world / max(1e-9, data_s + compute_s), "data_s": data_s,
@@ -169,7 +174,9 @@ def train(cfg: Config, store, view: str, fold: int, out_dir, resume: bool = Fals
             alarm = f"  DEAD CLASS {val['dead_classes']}" if val["dead_classes"] else ""
             print(f"{view} fold {fold} epoch {epoch}: train_loss {rec['train_loss']:.4f} val_loss {val['val_loss']:.4f} "
                   f"BA {val['balanced_accuracy']:.3f} recall {np.round(val['recall'], 3).tolist()} score "
-                  f"{val['score']:.4f} | {rec['samples_per_s']:.1f} samples/s, data wait "
+                  f"{val['score']:.4f} (prior {val['prior']:.4f}"
+                  + (f", skill {val['skill']:.3f}" if val["skill"] is not None else "") + ") | "
+                  f"{rec['samples_per_s']:.1f} samples/s, data wait "
                   f"{100 * rec['data_wait_share']:.0f}%{' *best*' if improved else ''}{alarm}", flush=True)
         finished = epoch == tcfg.epochs - 1 or bool(tcfg.patience and bad_epochs >= tcfg.patience)
         if finished:
@@ -189,7 +196,7 @@ def _fold_summary(metrics_path: Path, best: dict, view: str, fold: int, train_s:
     records = report.read_jsonl(metrics_path)
     rec = next(r for r in records if r["epoch"] == best["epoch"])
     keys = ("balanced_accuracy", "recall", "confusion", "dead_classes", "score", *report.view_terms(view),
-            "val_loss", "samples_per_s")
+            "prior", "ceiling", "skill", "val_loss", "samples_per_s")
     return {"view": view, "fold": fold, "best_epoch": best["epoch"], "gate_ok": best["gate_ok"],
             "epochs_run": len(records), "train_s": train_s, **{k: rec[k] for k in keys}}
 
@@ -206,10 +213,16 @@ def train_folds(cfg: Config, store, view: str, out_dir, resume: bool = False, da
     oof = pd.concat([pd.read_csv(out_dir / f"fold{k}" / "predictions.csv") for k in range(cfg.train.folds)])
     oof = oof.sort_values("row").reset_index(drop=True)[list(PRED_COLUMNS)]
     m = epoch_metrics(oof["label"], oof[["p0", "p1", "p2"]].to_numpy(), cfg.train.min_recall)
-    summary = {"view": view, "folds": folds, "oof": {**report.view_score(view, oof), **m, "samples": len(oof)}}
+    score = report.view_score(view, oof)
+    index = read_index(store, view)
+    priors = fold_priors(index, assign_folds(index, cfg.train.folds, cfg.train.seed), report.PRIOR_PSEUDOCOUNT)
+    refs = report.references(view, oof, score, priors, report.oracle_of(store))
+    summary = {"view": view, "folds": folds, "oof": {**score, **m, "samples": len(oof), **refs}}
     if int(os.environ.get("RANK", "0")) == 0:
         oof.to_csv(out_dir / "oof.csv", index=False)
         report.write_json(out_dir / "summary.json", summary)
+        sk = refs["skill"]["score"]
         print(f"{view} out-of-fold over {cfg.train.folds} folds: BA {m['balanced_accuracy']:.3f} "
-              f"score {summary['oof']['score']:.4f}", flush=True)
+              f"score {score['score']:.4f} (prior {refs['prior']['score']:.4f}"
+              + (f", ceiling {refs['ceiling']['score']:.4f}, skill {sk:.3f})" if sk is not None else ")"), flush=True)
     return summary

@@ -150,3 +150,42 @@ def plot_attention(images: np.ndarray, attention: np.ndarray, labels, probs, pat
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
+
+
+# -- the yardstick: prior, ceiling, skill ----------------------------------------------------------
+#: pseudocount of the training prior (demo-sized folds miss a class in some cells; 0 would cost ~36
+#: nats per such row and make the prior a straw man)
+PRIOR_PSEUDOCOUNT = 0.5
+ORACLE_FILE = "train_oracle.csv"
+
+
+def oracle_of(store) -> pd.DataFrame | None:
+    """The oracle submission of the store's training studies, where the data came with one (synth
+    writes ``train_oracle.csv`` beside ``train.csv``; the real data has none)."""
+    from ..core.readers import read_sample_submission
+    from ..preprocess.store import open_root
+    labels = open_root(store).attrs.get("inputs", {}).get("labels")
+    path = Path(labels).parent / ORACLE_FILE if labels else None
+    return read_sample_submission(path) if path is not None and path.is_file() else None
+
+
+def oracle_predictions(pred: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+    """``pred`` with p0..p2 replaced by the oracle's probabilities of each row's cell."""
+    from ..core.schema import SUBMISSION_COLUMNS
+    table = oracle.set_index(["study_id", "condition", "level"])[list(SUBMISSION_COLUMNS)]
+    keys = pd.MultiIndex.from_arrays([pred["study_id"], pred["condition"], pred["level"]])
+    out = pred.copy()
+    out[list(PROBS)] = table.reindex(keys).to_numpy()
+    return out
+
+
+def references(view: str, pred: pd.DataFrame, model: dict, prior, oracle: pd.DataFrame | None) -> dict:
+    """The view's score of the prior (best constant per cell, fitted on the training labels: one
+    ``fit_prior`` frame, or ``{fold: frame}`` for out-of-fold rows) and of the oracle (None without
+    one) on the rows of ``pred``, and skill = (prior - model) / (prior - ceiling) per term."""
+    from ..metric.baselines import prior_predictions, skill
+    pri = view_score(view, prior_predictions(pred, prior))
+    ceil = view_score(view, oracle_predictions(pred, oracle)) if oracle is not None else None
+    keys = ("score",) + view_terms(view)
+    return {"prior": pri, "ceiling": ceil,
+            "skill": {k: skill(model[k], pri[k], None if ceil is None else ceil[k]) for k in keys}}
