@@ -29,7 +29,7 @@ STUDIES, SEED = 4, 11
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("pp") / "data"
-    synth(out, STUDIES, SEED, test_studies=1, workers=2)
+    synth(out, STUDIES, SEED, test_studies=1, workers=2, label_model="clean")  # the crop tests' data as before
     return out
 
 
@@ -80,7 +80,7 @@ def test_store_contract(store):
 def test_points_land_on_the_planted_anatomy(store):
     """index x/y/z_mm (from the converter's own geometry) = the phantom's landmark; sides are patient sides."""
     out, _ = store
-    truth = {sid: anat for sid, (split, anat, _) in ground_truth(STUDIES, SEED, 1).items()}
+    truth = {sid: anat for sid, (split, anat, _) in ground_truth(STUDIES, SEED, 1, label_model="clean").items()}
     for view in VIEWS:
         idx = read_index(out, view)
         for r in idx.itertuples():
