@@ -199,7 +199,7 @@ SELECT_METRICS = ("balanced_accuracy", "score", "val_loss")
 
 @dataclass
 class TrainConfig:
-    """The training recipe (SPEC.md section 4) and cross-validation."""
+    """The training recipe (the reference notebooks' v9: README "Training") and cross-validation."""
 
     epochs: int = 25
     """Training epochs."""

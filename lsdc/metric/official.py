@@ -1,4 +1,4 @@
-"""The official RSNA 2024 metric (SPEC.md section 3), and the submission format it reads.
+"""The official RSNA 2024 metric (README "Scoring"), and the submission format it reads.
 
 Three condition-group terms (spinal, foraminal, subarticular): sample-weighted multi-class log loss,
 weight 1/2/4 by the TRUE class, predicted rows normalised to sum to 1. A fourth term, any_severe:

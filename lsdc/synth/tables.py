@@ -1,4 +1,5 @@
-"""The CSV files of a synthetic dataset, in the exact Kaggle layout and column order (SPEC.md section 2)."""
+"""The CSV files of a synthetic dataset, in the exact Kaggle layout and column order (README "Running on
+the real competition data")."""
 from __future__ import annotations
 
 import csv

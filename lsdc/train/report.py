@@ -1,6 +1,6 @@
 """What a training run writes: metrics.jsonl, the view's share of the official score, PNG plots.
 
-The official score of one view (SPEC.md section 3 restricted to the terms that view predicts):
+The official score of one view (the metric of lsdc.metric.official restricted to the terms that view predicts):
 
     sagittal_t2   mean(spinal, any_severe)
     sagittal_t1   foraminal
