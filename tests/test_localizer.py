@@ -127,7 +127,7 @@ def test_projection_of_the_true_landmark_reproduces_the_label_exactly(dataset):
             anat = gt[study_id][1]
             for r in rows.itertuples():
                 hit = project.project(anat.landmark(r.condition, r.level), stacks)
-                kept = dict(read_series_geometry(data / f"{split}_images" / str(study_id) / str(r.series_id)).collapsed)
+                kept = read_series_geometry(data / f"{split}_images" / str(study_id) / str(r.series_id)).collapsed
                 assert (hit.series_id, hit.instance_number) in {(r.series_id, r.instance_number),
                                                                 (r.series_id, kept.get(r.instance_number))}, r
                 assert abs(hit.x - r.x) <= 0.051 and abs(hit.y - r.y) <= 0.051 and hit.inside

@@ -197,7 +197,7 @@ def test_truncated_pixel_data(tmp_path):
     path.write_bytes(path.read_bytes()[:-30])
     s = load_series(tmp_path / "s")
     assert [(d.reason, d.instance_number) for d in s.dropped] == [("truncated", 2)] and "2.dcm" in s.dropped[0].detail
-    assert sorted(s.stacks[0].instance_numbers) == [1, 3] or len(s.stacks) == 2
+    assert s.n_slices == 2 and all(2 not in st.instance_numbers for st in s.stacks)
     e = _reason(s.find, 2)
     assert e.reason == "truncated" and "2.dcm" in str(e)
 
@@ -262,7 +262,7 @@ def test_duplicate_position_collapses_to_the_higher_instance(tmp_path):
     first = int(instances[0])  # spatial slice 0
     _repeat(folder, f"{first}.dcm", 4)
     s = load_series(folder)
-    assert len(s.stacks) == 1 and s.n_slices == 3 and s.collapsed == [(first, 4)]
+    assert len(s.stacks) == 1 and s.n_slices == 3 and s.collapsed == {first: 4}
     st = s.stacks[0]
     assert st.instance_numbers[0] == 4 and st.volume[0, 0, 0] == 1100  # the copy's pixels
     assert s.find(first) == (st, 0)  # a label on the dropped copy resolves to the kept one
@@ -274,7 +274,7 @@ def test_duplicate_position_keeps_the_labelled_instance(tmp_path):
     first = int(instances[0])
     _repeat(folder, f"{first}.dcm", 4)
     s = load_series(folder, keep_instances=[first])
-    assert s.collapsed == [(4, first)] and s.stacks[0].instance_numbers[0] == first
+    assert s.collapsed == {4: first} and s.stacks[0].instance_numbers[0] == first
     assert s.stacks[0].volume[0, 0, 0] == 100
 
 

@@ -156,7 +156,7 @@ def preprocess(data_dir, out_dir, split: str = "train", coords=None, workers: in
 def _stack_report(parts) -> dict:
     """How the series split into stacks: counts, the split series, and every note (a slice dropped or
     a repeated position collapsed: recorded, but no sample was lost to it)."""
-    series = [{"study_id": int(Path(p.path).stem), **r} for p in parts for r in p.series]
+    series = [r for p in parts for r in p.series]
     split = [r for r in series if r["stacks"] > 1]
     notes = [n for p in parts for n in p.notes]
     return {"stacks": {"series_read": len(series), "split_series": len(split),

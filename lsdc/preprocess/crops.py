@@ -113,11 +113,11 @@ def warm_up_kernels(pcfg: PreprocessConfig) -> None:
 def _note_series(res: StudyResult, study_id: int, view: str, s: Series) -> None:
     """What reading the series changed without skipping anything: notes, and its stack count."""
     res.slices_read += s.n_slices + len(s.collapsed) + len(s.dropped)  # every file read
-    res.series.append({"series_id": s.series_id, "view": view, "stacks": len(s.stacks),
+    res.series.append({"study_id": study_id, "series_id": s.series_id, "view": view, "stacks": len(s.stacks),
                        "collapsed": len(s.collapsed), "dropped": len(s.dropped)})
     for d in s.dropped:
         res.notes.append(skip(d.reason, study_id, s.series_id, view, detail=f"slice dropped: {d.detail}"))
-    for lose, keep in s.collapsed:
+    for lose, keep in s.collapsed.items():
         res.notes.append(skip("duplicate_collapsed", study_id, s.series_id, view,
                               detail=f"instances {lose} and {keep} share one position; kept {keep}"))
 

@@ -33,9 +33,10 @@ from .stacks import Stack
 class SeriesError(InputError):
     """A series that cannot be read; ``reason`` is a short code, the message names the file."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, instance_number: int | None = None):
         super().__init__(message)
         self.reason = reason
+        self.instance_number = instance_number  # the file's, when its header could be read
 
 
 @dataclass(frozen=True)
@@ -270,13 +271,15 @@ def _decode(path) -> tuple[SliceHeader, np.ndarray]:
     header = _header(ds, path)
     elem = ds.get_item(_PIXEL_DATA)
     if elem is None:
-        raise SeriesError("no_pixels", f"{path}: no PixelData element (or the file is cut short before it)")
+        raise SeriesError("no_pixels", f"{path}: no PixelData element (or the file is cut short before it)",
+                          header.instance_number)
     pixel_bytes = elem.value or b""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is not None and not syntax.is_compressed:
         expected = header.rows * header.cols * header.bits_allocated // 8 * header.samples_per_pixel
         if len(pixel_bytes) < expected:
-            raise SeriesError("truncated", f"{path}: {len(pixel_bytes)} bytes of pixel data, {expected} expected")
+            raise SeriesError("truncated", f"{path}: {len(pixel_bytes)} bytes of pixel data, {expected} expected",
+                              header.instance_number)
     try:
         raw = _native_pixels(pixel_bytes, header, syntax)
         if raw is None:
@@ -284,9 +287,11 @@ def _decode(path) -> tuple[SliceHeader, np.ndarray]:
                 raw = ds.pixel_array
     except Exception as e:  # missing plugin, unsupported syntax, corrupt stream: all undecodable
         name = syntax.name if syntax is not None else "no transfer syntax"
-        raise SeriesError("undecodable", f"{path}: cannot decode pixel data ({name}): {e}") from e
+        raise SeriesError("undecodable", f"{path}: cannot decode pixel data ({name}): {e}",
+                          header.instance_number) from e
     if raw.ndim != 2:
-        raise SeriesError("not_2d", f"{path}: pixel array of shape {raw.shape}, expected one grey frame")
+        raise SeriesError("not_2d", f"{path}: pixel array of shape {raw.shape}, expected one grey frame",
+                          header.instance_number)
     return header, raw
 
 
@@ -323,7 +328,7 @@ class Series:
     series_id: int | None
     stacks: list  # Stack per stack, spatial order
     dropped: list = field(default_factory=list)  # DroppedSlice per unreadable file
-    collapsed: list = field(default_factory=list)  # (dropped InstanceNumber, kept InstanceNumber)
+    collapsed: dict = field(default_factory=dict)  # dropped InstanceNumber -> the one kept at its position
     description: str = ""
     series_uid: str = ""
 
@@ -335,7 +340,7 @@ class Series:
         """(stack, index in it) of the slice with this InstanceNumber; a collapsed duplicate resolves
         to the slice kept at its position. Raises SeriesError with the slice's own reason when its
         file could not be read, ``instance_not_in_series`` when the series has no such instance."""
-        inst = dict(self.collapsed).get(int(instance_number), int(instance_number))
+        inst = self.collapsed.get(int(instance_number), int(instance_number))
         for st in self.stacks:
             j = st.slice_of(inst)
             if j is not None:
@@ -347,28 +352,19 @@ class Series:
         raise SeriesError("instance_not_in_series", f"instance {instance_number} not in series {self.series_id} ({where})")
 
 
-def _instance_of(path: Path, header: SliceHeader | None) -> int | None:
-    if header is not None:
-        return header.instance_number
-    return int(path.stem) if path.stem.isdigit() else None
-
-
 def _tolerant(files: list[Path], read) -> tuple[list, list]:
     """(results of ``read(path)`` for the readable files, DroppedSlice per unreadable one). Raises
-    the first file's error when none can be read."""
+    the first file's error when none can be read. A dropped file's InstanceNumber comes with its error
+    (its header was read) or, failing that, from its name (``<instance_number>.dcm``)."""
     ok, dropped, first_error = [], [], None
     for p in files:
         try:
             ok.append(read(p))
         except SeriesError as e:
             first_error = first_error or e
-            header = None
-            if e.reason not in ("not_dicom", "unreadable", "no_geometry", "no_instance_number"):
-                try:
-                    header = read_header(p)
-                except SeriesError:
-                    pass
-            dropped.append(DroppedSlice(p, e.reason, str(e), _instance_of(p, header)))
+            instance = e.instance_number if e.instance_number is not None else (
+                int(p.stem) if p.stem.isdigit() else None)
+            dropped.append(DroppedSlice(p, e.reason, str(e), instance))
     if not ok:
         raise first_error
     return ok, dropped
@@ -385,10 +381,8 @@ def _assemble(headers: list, raws, study_id, series_id, dropped, keep_instances)
             for j, i in enumerate(members):
                 _intensities_into(volume[j], raws[i], headers[i])
         built.append(stacks.make_stack(headers, members, series_id, k, volume))
-    collapsed = [(int(headers[lose].instance_number), split.alias[int(headers[lose].instance_number)])
-                 for lose, _ in split.collapsed]
     first = headers[split.stacks[0][0]]
-    return Series(study_id, series_id, built, dropped, collapsed, first.description, first.series_uid)
+    return Series(study_id, series_id, built, dropped, split.alias, first.description, first.series_uid)
 
 
 def load_series(series_dir, study_id=None, series_id=None, keep_instances=()) -> Series:

@@ -104,7 +104,6 @@ class Split:
     """How a series' slices (given as headers) fall into stacks."""
 
     stacks: list  # per stack: list of header indices in spatial order
-    collapsed: list  # (dropped header index, kept header index) per collapsed duplicate
     alias: dict  # InstanceNumber of a collapsed duplicate -> InstanceNumber kept at its position
 
 
@@ -132,7 +131,7 @@ def split_stacks(headers: list, keep_instances=()) -> Split:
                 break
         else:
             groups.append([i])
-    stacks, collapsed, alias = [], [], {}
+    stacks, alias = [], {}
     for g in groups:
         normal = geometry.slice_normal(headers[g[0]].iop)
         z = np.array([np.asarray(headers[i].ipp, np.float64) @ normal for i in g])
@@ -145,7 +144,9 @@ def split_stacks(headers: list, keep_instances=()) -> Split:
                 rank = lambda j: (headers[j].instance_number in keep, headers[j].instance_number)
                 win, lose = (i, prev) if rank(i) > rank(prev) else (prev, i)
                 kept[-1] = win
-                collapsed.append((lose, win))
+                lost, won = int(headers[lose].instance_number), int(headers[win].instance_number)
+                alias = {k: (won if v == lost else v) for k, v in alias.items()}  # a chain: the last survivor
+                alias[lost] = won
                 continue
             kept.append(i)
             kept_z.append(zi)
@@ -157,15 +158,10 @@ def split_stacks(headers: list, keep_instances=()) -> Split:
                 stacks.append(kept[start:k + 1])
                 start = k + 1
         stacks.append(kept[start:])
-    for lose, win in collapsed:  # chains (three at one position) resolve to the final survivor
-        final = win
-        while any(lose2 == final for lose2, _ in collapsed):
-            final = next(w for l2, w in collapsed if l2 == final)
-        alias[int(headers[lose].instance_number)] = int(headers[final].instance_number)
     ref = max(stacks, key=len)
     ref_normal = geometry.slice_normal(headers[ref[0]].iop)
     stacks.sort(key=lambda st: float(np.mean([_centre(headers[i]) for i in st], axis=0) @ ref_normal))
-    return Split(stacks, collapsed, alias)
+    return Split(stacks, alias)
 
 
 def make_stack(headers: list, members: list, series_id, index: int, volume=None) -> Stack:
