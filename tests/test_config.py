@@ -1,8 +1,12 @@
 """The typed Config: defaults validate, YAML + --key=value overrides, errors name the key."""
+import dataclasses
+
 import pytest
 import yaml
 
-from lsdc.core.config import CONFIG_FILENAME, Config, config_from_dict, load_config, resolve_key
+from lsdc.core.config import (CONFIG_FILENAME, Config, CropSpec, LoaderConfig, LocalizerConfig, ModelConfig,
+                              PredictConfig, PreprocessConfig, TrainConfig)
+from lsdc.core.overrides import _LEAVES, config_from_dict, field_docs, load_config, resolve_key, section_help
 from lsdc.core.errors import InputError
 
 
@@ -89,3 +93,16 @@ def test_save_round_trip(tmp_path):
 def test_resolve_key():
     assert resolve_key("lr") == ("train", "lr")
     assert resolve_key("preprocess.sagittal_t2.out_px") == ("preprocess", "sagittal_t2", "out_px")
+
+
+def test_every_config_field_has_a_docstring():
+    """`lsdc VERB -h` lists each field with its docstring, read from the source of lsdc.core.config."""
+    docs = field_docs()
+    for section in dataclasses.fields(Config):
+        help_ = section_help(section.name)
+        assert docs["Config"][section.name] in " ".join(help_.split())
+    for path in _LEAVES:
+        assert f"--{'.'.join(path)} (default " in section_help(path[0])
+    for cls in (CropSpec, PreprocessConfig, LoaderConfig, ModelConfig, TrainConfig, LocalizerConfig, PredictConfig):
+        missing = [f.name for f in dataclasses.fields(cls) if not docs[cls.__name__].get(f.name)]
+        assert not missing, f"{cls.__name__}: no docstring for {missing}"

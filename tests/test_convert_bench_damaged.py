@@ -12,7 +12,6 @@ import pytest
 from lsdc.benchmarks import convert_bench
 from lsdc.benchmarks.convert_bench import _files, _readable_view, _unreadable, _unreadable_in
 from lsdc.core.cli import main
-from lsdc.synth.generate import synth
 
 
 def _unlabelled_slice(data: Path) -> Path:
@@ -29,10 +28,10 @@ def _unlabelled_slice(data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def damaged(tmp_path_factory):
-    """(data dir, the truncated file): 2 synthetic studies, one slice cut to half its bytes."""
-    data = tmp_path_factory.mktemp("bench_damaged") / "data"
-    synth(data, studies=2, seed=0, workers=1)
+def damaged(synth_factory, small_dataset, tmp_path_factory):
+    """(data dir, the truncated file): a copy of the small synthetic set (3 studies), one slice cut to half its
+    bytes."""
+    data = synth_factory.copy(small_dataset, tmp_path_factory.mktemp("bench_damaged") / "data")
     victim = _unlabelled_slice(data)
     raw = victim.read_bytes()
     victim.write_bytes(raw[: len(raw) // 2])

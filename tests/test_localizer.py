@@ -1,7 +1,8 @@
 """The level localiser: coordinate maps, augmentation, loss and decoder, the axial projection against
 the synthetic ground truth, and that training learns the synthetic geometry.
 
-One synthetic dataset (+ its train store) per session, shared with tests/test_predict.py.
+One synthetic dataset (+ its train store) per session: conftest's ``loc_dataset``, shared with
+tests/test_predict.py and tests/test_show.py.
 """
 import json
 from pathlib import Path
@@ -10,26 +11,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SEED, STUDIES, TEST_STUDIES
 
-from lsdc.core.config import load_config
+from lsdc.core.overrides import load_config
 from lsdc.core.readers import read_coordinates, read_series_descriptions
 from lsdc.core.schema import AX_T2, LEFT_SS, LEVELS, RIGHT_SS, SPINAL
-from lsdc.inference import project
-from lsdc.inference.localize import MODEL_FILE, load_localizer, localize_store
-from lsdc.inference.localizer_data import KEYPOINTS, MIRROR, VolumeGeom, load_locset
-from lsdc.inference.localizer_model import decode, grid_coords, heatmap_loss, volume_coords
-from lsdc.inference.localizer_train import augment, train_localizer
-from lsdc.preprocess.store import read_index
+from lsdc.localizer import project
+from lsdc.localizer.data import KEYPOINTS, MIRROR, VolumeGeom, load_locset
+from lsdc.localizer.localize import MODEL_FILE, load_localizer, localize_store
+from lsdc.localizer.model import decode, grid_coords, heatmap_loss, volume_coords
+from lsdc.localizer.train import augment, train_localizer
+from lsdc.store.reader import read_index
 from lsdc.synth.generate import ground_truth
-
-from conftest import SEED, STUDIES, TEST_STUDIES, build_dataset
-
-
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    return build_dataset(tmp_path_factory.getbasetemp() / "localizer_s30")
+def dataset(loc_dataset):
+    return loc_dataset
 
 
 def test_volume_geometry_maps_round_trip_and_hit_the_labelled_patient_point(dataset):

@@ -113,3 +113,24 @@ def test_losses_accept_bf16_logits():
     assert loss.dtype == torch.float32
     loss.backward()
     assert half.grad.dtype == torch.bfloat16 and torch.isfinite(half.grad.float()).all()
+
+
+def test_no_loss_reads_a_value_back_to_the_host(monkeypatch):
+    """Every term (CE, any-severe, both aux heads) is computed without a host read of a device value,
+    so a training step never waits for the GPU: any Tensor -> Python conversion here raises."""
+    def forbidden(*_, **__):
+        raise AssertionError("a loss read a tensor value back to the host (a device sync on GPU)")
+
+    logits, target = logits_and_target()
+    out = {"logits": logits, "aux_abnormal": torch.randn(6, requires_grad=True),
+           "aux_severe": torch.randn(6, requires_grad=True)}
+    study_ids = torch.tensor([1, 1, 2, 2, 3, 3])
+    expected = total_loss(out, target, TrainConfig(any_severe_weight=1.0), study_ids=study_ids)[0].detach()
+    for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    loss, _ = total_loss(out, target, TrainConfig(any_severe_weight=1.0), study_ids=study_ids)
+    monkeypatch.undo()
+    torch.testing.assert_close(loss.detach(), expected)
+    with pytest.raises(AssertionError, match="host"):  # the guard itself works
+        monkeypatch.setattr(torch.Tensor, "__bool__", forbidden)
+        bool(torch.tensor(True))

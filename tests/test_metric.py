@@ -12,8 +12,8 @@ from sklearn.metrics import log_loss
 from lsdc.core.cli import main
 from lsdc.core.errors import InputError
 from lsdc.core.readers import read_sample_submission
-from lsdc.core.schema import (BLANK, CONDITIONS, GROUPS, LABEL_COLUMNS, LEVELS, SEVERITIES, SEVERITY_WEIGHTS,
-                              SPINAL, SUBMISSION_COLUMNS, label_column, row_id)
+from lsdc.core.schema import (BLANK, CONDITIONS, GROUPS, LABEL_COLUMNS, LEVELS, SEVERITIES, SEVERITY_WEIGHTS, SPINAL,
+                              SUBMISSION_COLUMNS, label_column, row_id)
 from lsdc.metric.official import predictions_to_submission, score_files, score_frames
 
 KEYS = {"score", "spinal", "foraminal", "subarticular", "any_severe"}

@@ -1,8 +1,9 @@
 """`lsdc predict` end to end on synthetic test studies (one of them missing a series), calibration,
 priors, and that `lsdc score` reads what predict writes.
 
-Shares the session's synthetic dataset and train store with tests/test_localizer.py; trains tiny
-classifiers (2 folds, a few steps) and a few-epoch localiser: this checks the plumbing, not accuracy.
+Shares the session's synthetic dataset, train store (conftest's ``loc_dataset``) and few-epoch localiser
+(``short_localizer``) with tests/test_localizer.py and tests/test_show.py; trains tiny classifiers (2 folds,
+a few steps): this checks the plumbing, not accuracy.
 """
 import json
 import shutil
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TEST_STUDIES
 
 from lsdc.core.cli import main
-from lsdc.core.config import load_config
+from lsdc.core.overrides import load_config
 from lsdc.core.readers import read_sample_submission, read_series_descriptions
 from lsdc.core.schema import CONDITIONS, LEVELS, SAG_T1, SUBMISSION_COLUMNS, VIEWS
 from lsdc.inference import calibrate as cal
@@ -22,54 +24,41 @@ from lsdc.inference.classify import label_prior
 from lsdc.inference.predict import COORDS_FILE, predict
 from lsdc.metric.official import score_files
 
-from conftest import TEST_STUDIES, build_dataset
 TINY = ["--backbone=test_resnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",
         "--level_emb_dim=4", "--batch_size=8", "--loader.backend=torch", "--loader.workers=0", "--folds=2",
         "--epochs=1", "--max_steps_per_epoch=3"]
 
 
-
-
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def trained(loc_dataset, short_localizer, tmp_path_factory):
     """The dataset, one tiny run per view (``--fold all``: 2 folds + oof.csv) and a short localiser."""
-    from lsdc.inference.localizer_train import train_localizer
     from lsdc.train.loop import train_folds
-    base = tmp_path_factory.getbasetemp() / "localizer_s30"
-    data, store = build_dataset(base)
-    runs = base / "runs"
+    data, store = loc_dataset
+    runs = tmp_path_factory.mktemp("predict_runs")
     cfg = load_config(None, TINY)
     out = []
     for view in VIEWS:
-        if not (runs / view / "oof.csv").is_file():
-            train_folds(cfg, store, view, runs / view)
+        train_folds(cfg, store, view, runs / view)
         out.append(runs / view)
-    loc = base / "localizer_short"
-    if not (loc / "localizer.pt").is_file():
-        train_localizer(store, loc, load_config(None, ["--loc_epochs=2", "--loc_width=8", "--loc_ensemble=1"]),
-                        progress=False)
-    return data, out, loc
+    return data, out, short_localizer
 
 
 @pytest.fixture(scope="session")
 def test_data(trained, tmp_path_factory):
     """The test split with one study's Sagittal T1 series deleted (folder and CSV row)."""
     data, _, _ = trained
-    out = tmp_path_factory.getbasetemp() / "predict_data"
-    if not out.is_dir():
-        out.mkdir()
-        for name in ("test_series_descriptions.csv", "sample_submission.csv", "test_labels.csv",
-                     "test_label_coordinates.csv"):
-            shutil.copy(data / name, out / name)
-        shutil.copytree(data / "test_images", out / "test_images")
-        series = pd.read_csv(out / "test_series_descriptions.csv")
-        victim = series[series.series_description == "Sagittal T1"].iloc[0]
-        shutil.rmtree(out / "test_images" / str(victim.study_id) / str(victim.series_id))
-        series.drop(index=victim.name).to_csv(out / "test_series_descriptions.csv", index=False)
-        coords = pd.read_csv(out / "test_label_coordinates.csv")
-        coords[coords.series_id != victim.series_id].to_csv(out / "test_label_coordinates.csv", index=False)
-        (out / "victim.txt").write_text(str(victim.study_id))
-    return out, int((out / "victim.txt").read_text())
+    out = tmp_path_factory.mktemp("predict_data")
+    for name in ("test_series_descriptions.csv", "sample_submission.csv", "test_labels.csv",
+                 "test_label_coordinates.csv"):
+        shutil.copy(data / name, out / name)
+    shutil.copytree(data / "test_images", out / "test_images")
+    series = pd.read_csv(out / "test_series_descriptions.csv")
+    victim = series[series.series_description == "Sagittal T1"].iloc[0]
+    shutil.rmtree(out / "test_images" / str(victim.study_id) / str(victim.series_id))
+    series.drop(index=victim.name).to_csv(out / "test_series_descriptions.csv", index=False)
+    coords = pd.read_csv(out / "test_label_coordinates.csv")
+    coords[coords.series_id != victim.series_id].to_csv(out / "test_label_coordinates.csv", index=False)
+    return out, int(victim.study_id)
 
 
 def check_submission(path: Path, data: Path) -> pd.DataFrame:

@@ -1,5 +1,7 @@
 """The converter end to end on synthetic studies: store contract, geometry round trip with planted
 markers, transfer-syntax invariance, every bad input, kill -9 + resume, shard + merge."""
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -7,7 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -16,28 +21,27 @@ import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from lsdc.core.cli import main
-from lsdc.core.config import Config, load_config
-from lsdc.core.schema import LEFT, LEVELS, RIGHT, SAG_T2, SPINAL, VIEWS
-from lsdc.preprocess.convert import EXIT_SKIPPED, REPORT_FILE, preprocess
+from lsdc.core.config import Config
+from lsdc.core.overrides import load_config
+from lsdc.core.schema import LEFT, RIGHT, SAG_T2, SPINAL, VIEWS
+from lsdc.preprocess.cli import EXIT_SKIPPED
+from lsdc.preprocess.convert import REPORT_FILE, preprocess
 from lsdc.preprocess.parts import parts_dir
-from lsdc.preprocess.store import crop_spec, crops_array, open_root, read_index, read_volume_index, volumes_array
-from lsdc.synth.generate import ground_truth, synth
+from lsdc.store.reader import crop_spec, crops_array, open_root, read_index, read_volume_index, volumes_array
+from lsdc.synth.generate import ground_truth
 
 STUDIES, SEED = 4, 11
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pp") / "data"
-    synth(out, STUDIES, SEED, test_studies=1, workers=2, label_model="clean")  # the crop tests' data as before
-    return out
+def data(synth_factory):
+    return synth_factory.dataset(STUDIES, SEED, 1, labels="clean")  # the crop tests' data as before
 
 
 @pytest.fixture(scope="module")
-def store(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pp") / "store"
-    rep = preprocess(data, out, workers=2, progress=False)  # the fork pool path
-    return out, rep
+def store(synth_factory, data):
+    out = synth_factory.store(data, workers=2)  # the fork pool path
+    return out, synth_factory.report(out)
 
 
 def _copy(data, tmp_path) -> Path:
@@ -169,103 +173,214 @@ def _series_of(data, view):
     return [(r.study_id, r.series_id) for r in sd.itertuples() if r.series_description == want]
 
 
-def test_every_bad_input_is_skipped_with_a_reason(data, store, tmp_path, capsys):
-    bad = _copy(data, tmp_path)
-    images = bad / "train_images"
-    t2 = _series_of(bad, "sagittal_t2")
-    t1 = _series_of(bad, "sagittal_t1")
-    files = lambda s: sorted((images / str(s[0]) / str(s[1])).glob("*.dcm"), key=lambda p: int(p.stem))
-    expect, notes = {}, {}  # reason -> (study, series): a skipped sample / a note, nothing lost
-    coords0 = pd.read_csv(bad / "train_label_coordinates.csv")
-    # 1. truncated pixel data on a labelled slice: that sample is skipped, the series' others stay
-    labelled = int(coords0[coords0.series_id == t2[0][1]].instance_number.iloc[0])
-    f = images / str(t2[0][0]) / str(t2[0][1]) / f"{labelled}.dcm"
+class Damage:
+    """A private copy of the dataset being damaged, and what each corruption picked. The corruptions run in
+    table order on this one copy: later picks avoid what earlier ones spoiled."""
+
+    def __init__(self, data: Path):
+        self.data, self.images = data, data / "train_images"
+        self.t2, self.t1, self.ax = (_series_of(data, v) for v in ("sagittal_t2", "sagittal_t1", "axial_t2"))
+        self.coords0 = pd.read_csv(data / "train_label_coordinates.csv")
+        self.targets: dict[str, tuple] = {}  # case id -> (study, series) it damaged, or its coordinate row
+        self._rows = None
+
+    def files(self, s) -> list[Path]:
+        return sorted((self.images / str(s[0]) / str(s[1])).glob("*.dcm"), key=lambda p: int(p.stem))
+
+    def labelled(self, s) -> set[int]:
+        return set(self.coords0[self.coords0.series_id == s[1]].instance_number)
+
+    def intact_axial_rows(self) -> pd.Index:
+        """Three Left Subarticular coordinate rows on axial series no series corruption touches, outside the
+        first and the last sagittal T2 study (the truncated one and the one whose folder goes)."""
+        if self._rows is None:
+            coords = pd.read_csv(self.data / "train_label_coordinates.csv")
+            spoiled = {t[1] for t in self.targets.values()} | {self.ax[-1][1]}
+            self._rows = coords[(coords.condition == "Left Subarticular Stenosis") & ~coords.series_id.isin(spoiled)
+                                & (coords.study_id != self.t2[-1][0]) & (coords.study_id != self.t2[0][0])].index
+            assert len(self._rows) >= 3, "the seed must give three intact axial labels"
+        return self._rows
+
+    def edit_coordinate(self, k: int, column: str, value) -> tuple:
+        coords = pd.read_csv(self.data / "train_label_coordinates.csv")
+        row = coords.loc[self.intact_axial_rows()[k]]
+        coords.loc[row.name, column] = value
+        coords.to_csv(self.data / "train_label_coordinates.csv", index=False)
+        return int(row.study_id), int(row.series_id), row.level.lower().replace("/", "_")
+
+
+def _truncate_a_labelled_slice(d: Damage):
+    d.truncated_instance = int(d.coords0[d.coords0.series_id == d.t2[0][1]].instance_number.iloc[0])
+    f = d.images / str(d.t2[0][0]) / str(d.t2[0][1]) / f"{d.truncated_instance}.dcm"
     f.write_bytes(f.read_bytes()[:-5000])
-    expect["truncated"] = t2[0]
-    # 2. a non-DICOM file in a series: it drops out with a note
-    (images / str(t2[1][0]) / str(t2[1][1]) / "999.dcm").write_text("not a dicom file")
-    notes["not_dicom"] = t2[1]
-    # 3. missing pixel data on an unlabelled slice: a note
-    ax_series = _series_of(bad, "axial_t2")
-    ax_labelled = set(coords0[coords0.series_id == ax_series[0][1]].instance_number)
-    f = next(f for f in files(ax_series[0]) if int(f.stem) not in ax_labelled)
+    return d.t2[0]
+
+
+def _add_a_non_dicom_file(d: Damage):
+    (d.images / str(d.t2[1][0]) / str(d.t2[1][1]) / "999.dcm").write_text("not a dicom file")
+    return d.t2[1]
+
+
+def _drop_the_pixels_of_an_unlabelled_slice(d: Damage):
+    f = next(f for f in d.files(d.ax[0]) if int(f.stem) not in d.labelled(d.ax[0]))
     ds = pydicom.dcmread(f)
     del ds.PixelData
     ds.save_as(f, enforce_file_format=True)
-    notes["no_pixels"] = ax_series[0]
-    # 4. every slice an undecodable stream (JPEG baseline header, garbage inside): the series is lost
-    for f in files(t1[0]):
+    return d.ax[0]
+
+
+def _garble_every_slice(d: Damage):
+    for f in d.files(d.t1[0]):  # a JPEG baseline header, garbage inside
         ds = pydicom.dcmread(f)
         if ds.file_meta.TransferSyntaxUID.is_compressed:
             ds.decompress()
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
         ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8garbage\xff\xd9"])
         ds.save_as(f, enforce_file_format=True)
-    expect["undecodable"] = t1[0]
-    # 5. one-slice series: no localiser volume, no sample
-    for f in files(t1[1])[1:]:
+    return d.t1[0]
+
+
+def _keep_one_slice(d: Damage):
+    for f in d.files(d.t1[1])[1:]:
         f.unlink()
-    expect["one_slice"] = t1[1]
-    # 6. a repeated slice position: collapsed with a note
-    fs = files(t1[2])
+    return d.t1[1]
+
+
+def _repeat_a_slice_position(d: Damage):
+    fs = d.files(d.t1[2])
     ds0, ds1 = pydicom.dcmread(fs[0]), pydicom.dcmread(fs[1])
     ds1.ImagePositionPatient = ds0.ImagePositionPatient
     ds1.save_as(fs[1], enforce_file_format=True)
-    notes["duplicate_collapsed"] = t1[2]
-    # 7-8. coordinates outside the image / instance number absent; 9. a blank label with coordinates
-    coords = pd.read_csv(bad / "train_label_coordinates.csv")
-    spoiled = {series for _, series in [*expect.values(), *notes.values()]} | {ax_series[-1][1]}
-    ax = coords[(coords.condition == "Left Subarticular Stenosis") & ~coords.series_id.isin(spoiled)
-                & (coords.study_id != t2[-1][0]) & (coords.study_id != t2[0][0])].index
-    assert len(ax) >= 3, "the seed must give three intact axial labels"
-    coords.loc[ax[0], "x"] = 99999.0
-    coords.loc[ax[1], "instance_number"] = 4242
-    coords.to_csv(bad / "train_label_coordinates.csv", index=False)
-    train = pd.read_csv(bad / "train.csv", dtype=str, keep_default_na=False)
-    blank = coords.loc[ax[2]]
-    col = f"left_subarticular_stenosis_{blank.level.lower().replace('/', '_')}"
-    train.loc[train.study_id == str(blank.study_id), col] = ""
-    train.to_csv(bad / "train.csv", index=False)
-    # 10. a series description not one of the three
-    sd = pd.read_csv(bad / "train_series_descriptions.csv")
-    sd.loc[(sd.series_id == ax_series[-1][1]), "series_description"] = "Coronal STIR"
-    sd.to_csv(bad / "train_series_descriptions.csv", index=False)
-    # 11. a study folder missing (not the one whose sagittal T2 stays intact: t2[2])
-    gone = int(t2[-1][0]) if t2[-1][0] != t2[2][0] else int(t2[0][0])
-    shutil.rmtree(images / str(gone))
+    return d.t1[2]
 
-    out = tmp_path / "store"
-    rc = main(["preprocess", str(bad), str(out), "--workers", "1", "--no-progress"])
-    assert rc == EXIT_SKIPPED
-    assert "skipped" in capsys.readouterr().out
+
+def _blank_a_label(d: Damage):
+    coords = pd.read_csv(d.data / "train_label_coordinates.csv")
+    row = coords.loc[d.intact_axial_rows()[2]]
+    level = row.level.lower().replace("/", "_")
+    train = pd.read_csv(d.data / "train.csv", dtype=str, keep_default_na=False)
+    train.loc[train.study_id == str(row.study_id), f"left_subarticular_stenosis_{level}"] = ""
+    train.to_csv(d.data / "train.csv", index=False)
+    return int(row.study_id), int(row.series_id), level
+
+
+def _rename_a_series_description(d: Damage):
+    sd = pd.read_csv(d.data / "train_series_descriptions.csv")
+    sd.loc[(sd.series_id == d.ax[-1][1]), "series_description"] = "Coronal STIR"
+    sd.to_csv(d.data / "train_series_descriptions.csv", index=False)
+    return d.ax[-1]
+
+
+def _remove_a_study_folder(d: Damage):
+    """Not the study whose sagittal T2 must stay intact (t2[2])."""
+    d.gone = int(d.t2[-1][0]) if d.t2[-1][0] != d.t2[2][0] else int(d.t2[0][0])
+    shutil.rmtree(d.images / str(d.gone))
+    return d.gone, None
+
+
+def _only_its_own_sample(damaged, target, reasons):
+    truncated = reasons["truncated"]
+    assert len(truncated) == 1 and f"{damaged.d.truncated_instance}.dcm" in truncated[0]["detail"]
+    study = target[0]
+    clean, kept = (read_index(s, SAG_T2).groupby("study_id").size() for s in (damaged.clean, damaged.out))
+    assert kept[study] == clean[study] - 1  # the series' other samples stay
+
+
+def _the_series_and_its_coordinate_rows(damaged, target, reasons):
+    unknown = reasons["unknown_series_description"]
+    assert any(s["condition"] is None for s in unknown) and any(s["condition"] for s in unknown)
+
+
+def _kept_with_label_minus_1(damaged, target, reasons):
+    study, _, level = target
+    ax_idx = read_index(damaged.out, "axial_t2")
+    row = ax_idx[(ax_idx.study_id == study) & (ax_idx.condition == "left_subarticular_stenosis")
+                 & (ax_idx.level == level)]
+    assert row.label.tolist() == [-1]
+
+
+@dataclass(frozen=True)
+class Corruption:
+    id: str
+    corrupt: Callable[[Damage], tuple]  # damages the copy; returns the (study, series[, level]) it hit
+    #: "skipped": a skip record of `reason` on what it hit; "noted": a note of `reason` on that series and no
+    #: sample of it skipped; "kept": the sample stays (`check` says how)
+    outcome: str
+    reason: str | None
+    survives: str  # what must still be converted (the outcome, `check` and the whole-copy tests below check it)
+    check: Callable | None = None  # (damaged, target, skip records by reason): the case's own further checks
+
+
+#: every bad input, applied in this order to one copy of the dataset, converted once
+CORRUPTIONS = [
+    Corruption("truncated", _truncate_a_labelled_slice, "skipped", "truncated",
+               "the series' other samples: only the truncated slice's own sample is lost", _only_its_own_sample),
+    Corruption("not_dicom", _add_a_non_dicom_file, "noted", "not_dicom", "every sample of the series"),
+    Corruption("no_pixels", _drop_the_pixels_of_an_unlabelled_slice, "noted", "no_pixels", "every sample of the series"),
+    Corruption("undecodable", _garble_every_slice, "skipped", "undecodable", "nothing of the series"),
+    Corruption("one_slice", _keep_one_slice, "skipped", "one_slice", "nothing of the series (no localiser volume)"),
+    Corruption("duplicate_collapsed", _repeat_a_slice_position, "noted", "duplicate_collapsed",
+               "every sample of the series (the repeat collapsed)"),
+    Corruption("point_outside_image", lambda d: d.edit_coordinate(0, "x", 99999.0), "skipped", "point_outside_image",
+               "the study's other samples"),
+    Corruption("instance_not_in_series", lambda d: d.edit_coordinate(1, "instance_number", 4242), "skipped",
+               "instance_not_in_series", "the study's other samples"),
+    Corruption("blank_label", _blank_a_label, "kept", None, "the sample itself, with label -1", _kept_with_label_minus_1),
+    Corruption("unknown_series_description", _rename_a_series_description, "skipped", "unknown_series_description",
+               "the study's other series", _the_series_and_its_coordinate_rows),
+    Corruption("study_folder_missing", _remove_a_study_folder, "skipped", "study_folder_missing", "the other studies"),
+]
+
+
+@pytest.fixture(scope="module")
+def damaged(data, store, tmp_path_factory):
+    """Every corruption of the table applied to one copy, converted once with the CLI:
+    (Damage, its store, the report, the exit code, what it printed, the clean store)."""
+    base = tmp_path_factory.mktemp("bad")
+    d = Damage(_copy(data, base))
+    for case in CORRUPTIONS:
+        d.targets[case.id] = case.corrupt(d)
+    out = base / "store"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["preprocess", str(d.data), str(out), "--workers", "1", "--no-progress"])
     rep = json.loads((out / REPORT_FILE).read_text())
+    return SimpleNamespace(d=d, out=out, rep=rep, rc=rc, printed=printed.getvalue(), clean=store[0])
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS, ids=lambda c: c.id)
+def test_every_bad_input_is_skipped_with_a_reason(damaged, case):
+    d, rep = damaged.d, damaged.rep
+    target = d.targets[case.id]
+    study, series = target[:2]
     reasons = {}
     for s in rep["skipped"]:
         reasons.setdefault(s["reason"], []).append(s)
-    for reason, (study, series) in expect.items():
-        if study == gone:
-            continue
-        assert any(s["study_id"] == study and s["series_id"] == series for s in reasons[reason]), reason
-    for reason, (study, series) in notes.items():
-        if study == gone:
-            continue
+    if case.outcome == "skipped":
+        assert case.reason in reasons, case.reason
+        if series is not None and study != d.gone:  # a series (or a slice of one), or a coordinate row
+            assert any(s["study_id"] == study and s["series_id"] == series for s in reasons[case.reason]), case.reason
+        if len(target) == 3:  # the row itself: its condition and level
+            assert any((s["study_id"], s["series_id"], s["condition"], s["level"])
+                       == (study, series, "left_subarticular_stenosis", target[2]) for s in reasons[case.reason])
+    elif case.outcome == "noted" and study != d.gone:
         assert any(n["study_id"] == study and n["series_id"] == series for n in rep["notes"]
-                   if n["reason"] == reason), reason
-        assert not any(s["series_id"] == series for s in rep["skipped"]), f"{reason} cost a sample"
-    truncated = [s for s in rep["skipped"] if s["reason"] == "truncated"]
-    assert len(truncated) == 1 and f"{labelled}.dcm" in truncated[0]["detail"]  # only its own sample
-    for reason in ("point_outside_image", "instance_not_in_series", "unknown_series_description",
-                   "series_description_unknown", "study_folder_missing"):
-        assert reason in reasons, reason
-    assert all(s["detail"] for s in rep["skipped"] if s["reason"] != "no_coordinates")
-    # the untouched samples are all there, the blank one kept with label -1
-    ax_idx = read_index(out, "axial_t2")
-    row = ax_idx[(ax_idx.study_id == blank.study_id) & (ax_idx.condition == "left_subarticular_stenosis")
-                 & (ax_idx.level == blank.level.lower().replace("/", "_"))]
-    assert row.label.tolist() == [-1]
-    clean_counts = read_index(store[0], SAG_T2).groupby("study_id").size()
-    kept = read_index(out, SAG_T2).groupby("study_id").size()
-    broken = {expect["truncated"][0], gone}
+                   if n["reason"] == case.reason), case.reason
+        assert not any(s["series_id"] == series for s in rep["skipped"]), f"{case.reason} cost a sample"
+    if case.check is not None:
+        case.check(damaged, target, reasons)
+
+
+def test_bad_inputs_exit_skipped_and_every_skip_has_a_detail(damaged):
+    assert damaged.rc == EXIT_SKIPPED
+    assert "skipped" in damaged.printed
+    assert all(s["detail"] for s in damaged.rep["skipped"] if s["reason"] != "no_coordinates")
+
+
+def test_bad_inputs_cost_no_sample_of_an_untouched_study(damaged):
+    clean_counts = read_index(damaged.clean, SAG_T2).groupby("study_id").size()
+    kept = read_index(damaged.out, SAG_T2).groupby("study_id").size()
+    broken = {damaged.d.targets["truncated"][0], damaged.d.gone}
     intact = [study for study in clean_counts.index if study not in broken]
     assert intact, "the test must leave some sagittal T2 series intact"
     for study in intact:

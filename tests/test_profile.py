@@ -1,21 +1,17 @@
 """`lsdc profile` runs the real training step on the real loader and splits data wait from compute;
-`lsdc bench step` times the same step on in-memory batches."""
+`lsdc bench step` times the same step on in-memory batches. Both on conftest's ``train_store`` (24 studies,
+out_px 64), the trainer's store."""
 import json
 
+from conftest import TINY
+
 from lsdc.core.cli import main
-from lsdc.core.config import load_config
-
-from test_train_run import TINY, build_store
+from lsdc.core.overrides import load_config
 
 
-def _store(tmp_path_factory):
-    return build_store(tmp_path_factory.getbasetemp() / "train_store_s24", studies=24, seed=3, out_px=64)
-
-
-def test_profile_reports_data_wait_and_writes_a_trace(tmp_path_factory, tmp_path, capsys):
-    store = _store(tmp_path_factory)
-    rc = main(["profile", str(store), "--view", "sagittal_t2", "--backend", "torch", "--steps", "3", "--warmup", "1",
-               "--trace-steps", "2", "--out", str(tmp_path / "prof"), "--json", str(tmp_path / "p.json"),
+def test_profile_reports_data_wait_and_writes_a_trace(train_store, tmp_path, capsys):
+    rc = main(["profile", str(train_store), "--view", "sagittal_t2", "--backend", "torch", "--steps", "3",
+               "--warmup", "1", "--trace-steps", "2", "--out", str(tmp_path / "prof"), "--json", str(tmp_path / "p.json"),
                *[a for a in TINY if not a.startswith("--loader.backend")]])
     assert rc == 0
     res = json.loads((tmp_path / "p.json").read_text())
@@ -29,9 +25,8 @@ def test_profile_reports_data_wait_and_writes_a_trace(tmp_path_factory, tmp_path
     assert "data wait %" in capsys.readouterr().out
 
 
-def test_bench_step_takes_the_shape_from_the_store(tmp_path_factory, tmp_path):
-    store = _store(tmp_path_factory)
-    rc = main(["bench", "step", "--store", str(store), "--view", "axial_t2", "--steps", "2", "--warmup", "1",
+def test_bench_step_takes_the_shape_from_the_store(train_store, tmp_path):
+    rc = main(["bench", "step", "--store", str(train_store), "--view", "axial_t2", "--steps", "2", "--warmup", "1",
                "--json", str(tmp_path / "b.json"), *TINY])
     assert rc == 0
     res = json.loads((tmp_path / "b.json").read_text())

@@ -7,16 +7,14 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from dicom_files import OBLIQUE, SAGITTAL, write_series, write_slice
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, DeflatedExplicitVRLittleEndian
 
 from lsdc.core.errors import InputError
 from lsdc.core.geometry import slice_normal
-from lsdc.preprocess.series import (SeriesError, _native_pixels, index_series, load_series, read_header,
-                                   read_slice)
-
-from dicom_files import OBLIQUE, SAGITTAL, write_series, write_slice
+from lsdc.preprocess.series import SeriesError, _native_pixels, index_series, load_series, read_header, read_slice
 
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")  # bundled: no download
 

@@ -1,7 +1,8 @@
 """`lsdc show`: the sample montage of a store and the keypoint panels of a study folder are PNGs of the
 promised size with real image content; user mistakes are one error line and exit 2.
 
-One tiny dataset (3 studies, 32 px crops, 64 px volumes) + store + 2-epoch localiser per module.
+The session's localiser dataset (conftest's ``loc_dataset``: 32 px crops, 64 px volumes) + store and its
+2-epoch localiser (``short_localizer``), shared with tests/test_localizer.py and tests/test_predict.py.
 """
 import subprocess
 import sys
@@ -13,36 +14,22 @@ import pytest
 from matplotlib.image import imread
 
 from lsdc.core.cli import main
-from lsdc.core.config import load_config
 from lsdc.core.schema import LEFT_NFN, RIGHT_NFN, SAG_T1, SAG_T2, SPINAL
-from lsdc.preprocess.store import read_index
 from lsdc.show import montage
 from lsdc.show.cli import KEYPOINT_COLORS, sample_caption, select_samples, show_store, show_study
+from lsdc.store.reader import read_index
 
 LSDC = Path(sys.executable).with_name("lsdc")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from lsdc.preprocess.convert import preprocess
-    from lsdc.synth.generate import synth
-    base = tmp_path_factory.mktemp("show")
-    data, store = base / "data", base / "store"
-    synth(data, studies=3, seed=0, workers=1)
-    cfg = load_config(None, ["--preprocess.sagittal_t2.out_px=32", "--preprocess.sagittal_t1.out_px=32",
-                             "--preprocess.axial_t2.out_px=32", "--volume_px=64"])
-    preprocess(data, store, "train", None, 1, None, cfg, progress=False)
-    return data, store
+def dataset(loc_dataset):
+    return loc_dataset
 
 
 @pytest.fixture(scope="module")
-def localizer(dataset, tmp_path_factory):
-    from lsdc.inference.localizer_train import train_localizer
-    _, store = dataset
-    out = tmp_path_factory.mktemp("show_loc")
-    train_localizer(store, out, load_config(None, ["--loc_epochs=2", "--loc_width=8", "--loc_ensemble=1",
-                                                   "--loc_folds=2", "--loc_holdout_fold=-1"]), progress=False)
-    return out
+def localizer(short_localizer):
+    return short_localizer
 
 
 def _png(path) -> np.ndarray:
@@ -87,7 +74,8 @@ def test_tile_size_follows_the_number_of_neighbours(neighbours, tile):
 def test_study_selection_shows_all_its_samples_by_level_and_side(dataset, tmp_path):
     _, store = dataset
     index = read_index(store, SAG_T1)
-    study = int(index.study_id.iloc[0])
+    counts = index.groupby("study_id", sort=False).size()
+    study = int(counts.index[counts == 10][0])  # the first study with every foraminal sample (5 levels x 2 sides)
     rows = select_samples(index, study)
     assert len(rows) == (index.study_id == study).sum() == 10
     sub = index.iloc[rows]
@@ -172,7 +160,8 @@ def _label_keypoints(data: Path, store: Path, study: int) -> pd.DataFrame:
 
 def test_keypoint_panels_draw_given_keypoints_on_their_slices(dataset, tmp_path):
     data, store = dataset
-    study = int(read_index(store, SAG_T2).study_id.iloc[0])
+    t2, t1 = (read_index(store, v).groupby("study_id", sort=False).size() for v in (SAG_T2, SAG_T1))
+    study = int(next(s for s in t2.index if t2[s] == 5 and t1.get(s) == 10))  # the first with all 15 sagittal points
     kp = _label_keypoints(data, store, study)
     kp.to_csv(tmp_path / "keypoints.csv", index=False)
     out = tmp_path / "kp.png"

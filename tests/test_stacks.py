@@ -10,17 +10,16 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicom_files import SAGITTAL, write_slice
 
-from lsdc.core.config import load_config
 from lsdc.core.geometry import slice_normal
+from lsdc.core.overrides import load_config
 from lsdc.core.readers import COORD_COLUMNS, SERIES_COLUMNS, TRAIN_COLUMNS
 from lsdc.core.schema import LABEL_COLUMNS
-from lsdc.inference import project
+from lsdc.localizer import project
 from lsdc.preprocess.convert import REPORT_FILE, preprocess
 from lsdc.preprocess.stacks import split_stacks
-from lsdc.preprocess.store import crops_array, read_index, read_volume_index
-
-from dicom_files import SAGITTAL, write_slice
+from lsdc.store.reader import crops_array, read_index, read_volume_index
 
 STUDY, AXIAL, SAG_T2_ID, SAG_T1_ID = 4242, 11, 22, 33
 PX, SPACING = 32, (1.0, 1.0)
@@ -246,23 +245,20 @@ def test_axial_stack_exact_counts_points_in_the_labelled_series_and_stack(datase
     assert res == {"axial_stack_exact": round(4 / 6, 4), "axial_points": 6, "axial_predicted": 5}
 
 
-def test_every_planted_quirk_is_handled(tmp_path):
-    """synth with every series quirk forced on: the converter finds exactly the stacks the manifest
-    says were planted, collapses every repeated position, and loses no sample to them."""
-    from lsdc.synth.generate import synth
-    from lsdc.synth.series import Variety
-    data = tmp_path / "data"
-    synth(data, 3, 5, workers=1, variety=Variety(angled_slabs=1.0, odd_slices=1.0, repeated_position=1.0,
-                                                 no_thickness_tags=1.0))
-    cfg = load_config(None, ["--preprocess.sagittal_t2.out_px=16", "--preprocess.sagittal_t1.out_px=16",
-                             "--preprocess.axial_t2.out_px=16", "--volume_px=32"])
-    rep = preprocess(data, tmp_path / "store", "train", None, 1, None, cfg, progress=False)
+def test_every_planted_quirk_is_handled(synth_factory, quirky_dataset):
+    """synth with every series quirk forced on (conftest's ``quirky_dataset``, read back by
+    tests/test_synth_quirks.py): the converter finds exactly the stacks the manifest says were planted in
+    the train split, collapses every repeated position, and loses no sample to them."""
+    data = quirky_dataset
+    store = synth_factory.store(data, ["--preprocess.sagittal_t2.out_px=16", "--preprocess.sagittal_t1.out_px=16",
+                                       "--preprocess.axial_t2.out_px=16", "--volume_px=32"])
+    rep = synth_factory.report(store)
     manifest = json.loads((data / "synth_manifest.json").read_text())
-    planted = {(s["study_id"], s["series_id"]): s["expected_stacks"] for s in manifest["series"]
-               if s["expected_stacks"] > 1}
+    train = [s for s in manifest["series"] if s["split"] == "train"]
+    planted = {(s["study_id"], s["series_id"]): s["expected_stacks"] for s in train if s["expected_stacks"] > 1}
     assert len(planted) >= 6
     assert {(s["study_id"], s["series_id"]): s["stacks"] for s in rep["split_series"]} == planted
-    assert rep["stacks"]["collapsed_duplicates"] == sum(s["repeated_positions"] for s in manifest["series"]) > 0
+    assert rep["stacks"]["collapsed_duplicates"] == sum(s["repeated_positions"] for s in train) > 0
     assert set(rep["skip_reasons"]) <= {"no_coordinates"}  # levels without a slab have no coordinate row
     coords = pd.read_csv(data / "train_label_coordinates.csv")
     assert sum(c["samples"] for c in rep["counts"].values()) == len(coords)

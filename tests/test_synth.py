@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage,
-                         RLELossless)
+from conftest import SEED as LOC_SEED
+from conftest import STUDIES, TEST_STUDIES
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, RLELossless
 
 from lsdc.core.cli import main
 from lsdc.core.readers import (TRAIN_COLUMNS, read_coordinates, read_sample_submission, read_series_descriptions,
@@ -69,11 +70,10 @@ def patch(img, col, row, r=1):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "data"
+def dataset(synth_factory):
     # clean labels: every grade present at this size (the realistic mix is tested on its own below)
-    summary = synth(out, TRAIN, SEED, TEST, workers=2, variety=TEST_VARIETY, label_model="clean")
-    return out, summary, ground_truth(TRAIN, SEED, TEST, TEST_VARIETY, label_model="clean")
+    out = synth_factory.dataset(TRAIN, SEED, TEST, labels="clean", variety=TEST_VARIETY)
+    return out, synth_factory.summary(out), ground_truth(TRAIN, SEED, TEST, TEST_VARIETY, label_model="clean")
 
 
 @pytest.fixture(scope="module")
@@ -405,10 +405,11 @@ def test_clean_labels_keep_the_separable_mix():
     assert np.array_equal(np.stack([c.posterior for c in cells[:50]]).argmax(-1), sev[:50])
 
 
-def test_synth_train_csv_has_the_real_mix_and_an_oracle(tmp_path):
+def test_synth_train_csv_has_the_real_mix_and_an_oracle(synth_factory):
     """The label frequencies of train.csv are within 5 points of the real table per condition group
     (60 studies' labels, drawn exactly as synth draws them but without rendering), and synth writes
-    an oracle submission per split that scores better than the best constant."""
+    an oracle submission per split that scores better than the best constant (on the session's realistic
+    localiser dataset, conftest's 30 + 4 studies)."""
     from lsdc.metric.baselines import score_report
     from lsdc.synth.generate import build_study, make_jobs
     grades = {g: [] for g in REAL_MIX}
@@ -419,12 +420,11 @@ def test_synth_train_csv_has_the_real_mix_and_an_oracle(tmp_path):
     for group, mix in REAL_MIX.items():
         frac = np.bincount(grades[group], minlength=3) / len(grades[group])
         assert np.all(np.abs(frac - mix) < 0.05), (group, frac)
-    out = tmp_path / "d"
-    synth(out, 3, 2, test_studies=2, workers=1)
+    out = synth_factory.dataset(STUDIES, LOC_SEED, TEST_STUDIES)
     for split, name in (("train", "train.csv"), ("test", "test_labels.csv")):
         oracle = pd.read_csv(out / f"{split}_oracle.csv")
         assert list(oracle.columns) == ["row_id", "normal_mild", "moderate", "severe"]
-        assert len(oracle) == 25 * (3 if split == "train" else 2)
+        assert len(oracle) == 25 * (STUDIES if split == "train" else TEST_STUDIES)
         np.testing.assert_allclose(oracle[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0, atol=1e-6)
     rep = score_report(out / "test_labels.csv", out / "test_oracle.csv", prior_from=out / "train.csv",
                        oracle=out / "test_oracle.csv", pseudocount=0.5)

@@ -15,16 +15,14 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from conftest import QUIRKY, QUIRKY_SEED, QUIRKY_STUDIES, QUIRKY_TEST_STUDIES
 
 from lsdc.core.readers import read_coordinates, read_series_descriptions, read_train
 from lsdc.core.schema import AX_T2, CONDITION_VIEW, LEFT_SS, LEVELS, RIGHT_SS, SAG_T1, SAG_T2, VIEWS, label_column
 from lsdc.synth.generate import ground_truth, manifest, synth
-from lsdc.synth.series import MIN_SLAB_ANGLE_DEG, Variety
+from lsdc.synth.series import MIN_SLAB_ANGLE_DEG
 
-SEED, TRAIN, TEST = 3, 3, 1
-# every series quirk forced on (thickness tags: half the series), no missing series
-QUIRKY = Variety(two_axial=0.5, missing_series=0.0, angled_slabs=1.0, odd_slices=1.0, repeated_position=1.0,
-                 repeated_sagittal=1.0, no_thickness_tags=0.5, jpeg2000=0.0)
+SEED, TRAIN, TEST = QUIRKY_SEED, QUIRKY_STUDIES, QUIRKY_TEST_STUDIES  # 3, 3, 1: conftest's ``quirky_dataset``
 SERIES_KEYS = ["study_id", "series_id", "split", "view", "angled_slabs", "odd_slices", "odd_kind",
                "repeated_positions", "repeated_instances", "expected_stacks"]
 STUDY_KEYS = ["study_id", "split", "repeated_view", "missing_view", "two_axial"]
@@ -93,9 +91,9 @@ def _pixel(d, point):
 
 # --- the rendered dataset -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quirks") / "data"
-    summary = synth(out, TRAIN, SEED, TEST, workers=1, variety=QUIRKY)
+def data(synth_factory, quirky_dataset):
+    out = quirky_dataset
+    summary = synth_factory.summary(out)
     files = {}
     for split in ("train", "test"):
         for r in read_series_descriptions(out / f"{split}_series_descriptions.csv").itertuples():
@@ -318,7 +316,8 @@ def _tree(root: Path) -> dict:
 
 
 def test_same_seed_same_bytes_and_manifest_any_workers(data, tmp_path):
-    s = synth(tmp_path / "b", TRAIN, SEED, TEST, workers=2, variety=QUIRKY)
+    other = 2 if data["summary"]["workers"] == 1 else 1  # the shared copy may have been written by another module
+    s = synth(tmp_path / "b", TRAIN, SEED, TEST, workers=other, variety=QUIRKY)
     a, b = _tree(data["out"]), _tree(tmp_path / "b")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
     assert {k: v for k, v in s.items() if k not in ("out_dir", "seconds", "workers")} == \

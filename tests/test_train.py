@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from lsdc.core.config import load_config
 from lsdc.core.errors import InputError
+from lsdc.core.overrides import accept_overrides, load_config
 from lsdc.core.schema import LEVELS, SEVERITY_WEIGHTS, VIEW_CONDITIONS
 from lsdc.metric.official import weighted_log_loss
 from lsdc.train import checkpoint as ckpt_io
-from lsdc.core.cli import accept_overrides
-from lsdc.train.folds import assign_folds, split_rows
 from lsdc.train.evaluate import is_better
-from lsdc.train.step import build_step, lr_lambda, train_step
+from lsdc.train.folds import assign_folds, split_rows
 from lsdc.train.report import view_score, view_terms
+from lsdc.train.schedule import lr_lambda
+from lsdc.train.step import build_step, train_step
 
 TINY = ["--backbone=test_efficientnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",
         "--level_emb_dim=4", "--batch_size=4"]

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lsdc.core.config import load_config
+from lsdc.core.overrides import load_config
 from lsdc.core.schema import VIEWS
-from lsdc.preprocess.store import read_index
+from lsdc.store.reader import read_index
 from lsdc.train import checkpoint as ckpt_io
 from lsdc.train.loop import PRED_COLUMNS, train, train_folds
 
@@ -96,6 +96,57 @@ def test_resume_continues_exactly(store, tmp_path):
     again = train(cfg_of(*args), store, "sagittal_t2", 0, tmp_path / "resumed", resume=True)
     assert again["finished"] and len(read("resumed")) == 3
 
+
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")  # each waits for the device
+
+
+def test_the_step_loop_reads_the_losses_back_once_per_log_interval_not_per_step(store, tmp_path, monkeypatch):
+    """No host-device sync per step in the training loop (nanoGPT / timm): while the steps run, the code of
+    lsdc.train reads a tensor back to the host (item, float, tolist, ...) or synchronises the device only at
+    the read-backs every LOG_EVERY steps; steps.jsonl still holds each step's loss, train_loss their mean.
+    (The loss functions' own data-dependent branches, in lsdc.model, are not the loop's and not counted.)"""
+    from lsdc.train import epoch as epoch_mod
+    train_dir = Path(epoch_mod.__file__).parent
+    losses, reads, in_steps = [], [], [False]
+    real_step, real_epoch = epoch_mod.train_step, epoch_mod.train_one_epoch
+
+    def step(s, batch):
+        parts = real_step(s, batch)
+        losses.append(parts["loss"])
+        return parts
+
+    def one_epoch(*a, **k):
+        in_steps[0] = True
+        try:
+            return real_epoch(*a, **k)
+        finally:
+            in_steps[0] = False
+
+    def counted(name, real):
+        def read(*a, **k):
+            caller = Path(sys._getframe(1).f_code.co_filename)
+            if in_steps[0] and caller.parent == train_dir:
+                reads.append(f"{name} at {caller.name}:{sys._getframe(1).f_lineno}")
+            return real(*a, **k)
+        return read
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch.cuda, "synchronize", counted("synchronize", torch.cuda.synchronize))
+    monkeypatch.setattr(epoch_mod, "train_step", step)
+    monkeypatch.setattr("lsdc.train.loop.train_one_epoch", one_epoch)
+    monkeypatch.setattr(epoch_mod, "LOG_EVERY", 3)
+    train(cfg_of("--epochs=2", "--max_steps_per_epoch=6", "--patience=0"), store, "sagittal_t2", 0, tmp_path)
+    monkeypatch.undo()
+    assert len(losses) == 12
+    assert len(reads) <= len(losses) // 3, reads  # one read-back per 3 steps: 4, where a per-step .item() makes 12+
+    steps = [json.loads(line) for line in (tmp_path / "fold0" / "steps.jsonl").read_text().splitlines()]
+    assert [s["loss"] for s in steps] == [t.item() for t in losses]  # each step's own loss, exactly
+    records = [json.loads(line) for line in (tmp_path / "fold0" / "metrics.jsonl").read_text().splitlines()]
+    for rec in records:
+        total = 0.0
+        for loss in [s["loss"] for s in steps if s["epoch"] == rec["epoch"]]:  # a running sum, in step order
+            total += loss
+        assert rec["train_loss"] == total / 6
 
 def test_fold_all_writes_out_of_fold_predictions_once_per_row(store, tmp_path):
     res = train_folds(cfg_of("--epochs=1", "--max_steps_per_epoch=1"), store, "axial_t2", tmp_path)

@@ -1,13 +1,14 @@
-"""`lsdc bench convert [--data DATA_DIR] [--studies N] [--json FILE]`: what the one-time conversion costs.
+"""What the one-time conversion costs: :func:`bench_convert` (the `lsdc bench convert` verb:
+lsdc.benchmarks.cli).
 
 - converter slices/s: the whole `preprocess()` (plan, read, decode, sort, window, crop, assemble) on
   one process, against the raw pydicom read + decode rate of the very same files in the same run,
-  the two timed in turns (median of --repeats after a warm-up round); and with all cores (the
+  the two timed in turns (median of ``repeats`` after a warm-up round); and with all cores (the
   worker pool against the same reads split over as many processes) beside it;
 - kernel speed-up: each Numba kernel against its NumPy reference (``kernel_speedup`` is the smallest);
 - peak RSS of a conversion, measured in a fresh process for half and for all the studies (flat means
   memory does not grow with the dataset).
-Without --data a small synthetic dataset is written to a temporary folder first.
+Without ``data_dir`` a small synthetic dataset is written to a temporary folder first.
 
 Files that raw pydicom cannot read and decode (a truncated or otherwise damaged file) are found in an
 untimed pass first and left out of both sides: the pydicom reads skip them and the converter runs on
@@ -34,7 +35,7 @@ from ..preprocess.convert import preprocess
 from ..preprocess.kernel_bench import kernel_speed
 from ..preprocess.plan import build_jobs
 from ..preprocess.series import SeriesError, read_slice
-from .timing import interleaved_rates, table, write_json
+from .timing import interleaved_rates
 
 # Peak RSS of a conversion in a fresh process. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
 # exec, so a child of this (torch-importing) process would report the parent's peak.
@@ -45,9 +46,6 @@ from lsdc.preprocess.convert import preprocess
 rep = preprocess(sys.argv[1], sys.argv[2], workers=1, progress=False)
 print(json.dumps({"rss_mb": peak_rss_mb(), "studies": rep["studies"]}))
 """
-
-
-_SHOW_UNREADABLE = 20  # the table lists this many unreadable files; the JSON lists them all
 
 
 def _files(data_dir) -> list[Path]:
@@ -199,37 +197,3 @@ def bench_convert(data_dir=None, studies: int = 16, repeats: int = 3, workers: i
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def configure(p) -> None:
-    p.add_argument("--data", default=None, help="competition-format folder (default: synthesise one)")
-    p.add_argument("--studies", type=int, default=16, help="studies to synthesise without --data")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workers", type=int, default=None, help="pool size of the parallel run (default all cores)")
-    p.add_argument("--json", default=None, metavar="FILE")
-
-
-def run(args) -> int:
-    res = bench_convert(args.data, args.studies, args.repeats, args.workers)
-    w = res["workers"]
-    print(table([
-        {"processes": 1, "pydicom read+decode slices/s": res["pydicom_read_slices_per_s"],
-         "converter slices/s": res["converter_slices_per_s"], "converter / pydicom": f"{res['converter_vs_pydicom']:.2f}"},
-        {"processes": w, "pydicom read+decode slices/s": res["pydicom_read_parallel_slices_per_s"],
-         "converter slices/s": res["converter_parallel_slices_per_s"],
-         "converter / pydicom": f"{res['converter_parallel_vs_pydicom_parallel']:.2f}"},
-    ], ["processes", "pydicom read+decode slices/s", "converter slices/s", "converter / pydicom"]))
-    print(f"({res['slices']} slices; converter = the whole `lsdc preprocess`, plan to assembled store)")
-    if res["unreadable"]:
-        shown = res["unreadable"][:_SHOW_UNREADABLE]
-        print(f"{res['unreadable_count']} unreadable file(s) left out of both sides:")
-        print(table([{"file": r["path"], "reason": r["reason"], "error": r["detail"][:80]} for r in shown],
-                    ["file", "reason", "error"]))
-        if res["unreadable_count"] > len(shown):
-            print(f"... and {res['unreadable_count'] - len(shown)} more (all of them in --json)")
-    print(table([{"kernel": k, "numba ms": v["numba_s"] * 1e3, "numpy ms": v["numpy_s"] * 1e3,
-                  "speedup": v["speedup"]} for k, v in res["kernels"].items()],
-                ["kernel", "numba ms", "numpy ms", "speedup"]))
-    print(f"peak RSS (MB) by studies converted: {res['peak_rss_mb_by_studies']}")
-    write_json(args.json, res)
-    return 0

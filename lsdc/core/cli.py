@@ -1,87 +1,56 @@
 """The `lsdc` console script: one verb per stage, each verb one importable function.
 
-A verb lives in its own module, which defines ``configure(parser)`` (its arguments) and
-``run(args) -> int`` (calls the verb's function). User mistakes raise :class:`InputError`, which
-becomes one ``lsdc VERB: error: ...`` line and exit code 2; anything else is a bug with a traceback.
+Each stage's ``cli.py`` defines ``configure(parser)`` (the verb's arguments) and ``run(args) -> int``
+(calls the stage's library function); library modules have no argparse. User mistakes raise
+:class:`InputError`, which becomes one ``lsdc VERB: error: ...`` line and exit code 2; anything else
+(an ImportError included) is a bug with a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from typing import NamedTuple
 
 from .errors import InputError
 
-#: verb -> (module, one-line help)
+
+class Verb(NamedTuple):
+    module: str
+    help: str
+    configure: str = "configure"  # the module's function that adds the verb's arguments
+    run: str = "run"  # the module's function that runs it
+
+
 VERBS = {
-    "synth": ("lsdc.synth.generate", "write a synthetic dataset in the Kaggle layout"),
-    "preprocess": ("lsdc.preprocess.convert", "convert DICOM studies once into the Zarr crop store"),
-    "train": ("lsdc.train.cli", "train the classifier (or the level localiser) on the store"),
-    "train-localizer": ("lsdc.inference.localizer_cli", "train the sagittal level localiser on the store"),
-    "bench": ("lsdc.benchmarks.cli", "throughput benchmarks: convert, loader, step"),
-    "profile": ("lsdc.benchmarks.profile", "loader time vs compute time of the real training step"),
-    "score": ("lsdc.metric.cli", "the official competition metric of a submission"),
-    "predict": ("lsdc.inference.predict", "raw DICOM studies -> submission.csv"),
-    "demo": ("lsdc.demo", "the whole job end to end on a synthetic dataset"),
-    "show": ("lsdc.show.cli", "PNG montage of stored samples, or of a study's localised keypoints"),
+    "synth": Verb("lsdc.synth.cli", "write a synthetic dataset in the Kaggle layout"),
+    "preprocess": Verb("lsdc.preprocess.cli", "convert DICOM studies once into the Zarr crop store"),
+    "train": Verb("lsdc.train.cli", "train the classifier on the store"),
+    "train-localizer": Verb("lsdc.localizer.cli", "train the sagittal level localiser on the store"),
+    "bench": Verb("lsdc.benchmarks.cli", "throughput benchmarks: convert, loader, step"),
+    "profile": Verb("lsdc.benchmarks.cli", "loader time vs compute time of the real training step",
+                    "configure_profile", "run_profile"),
+    "score": Verb("lsdc.metric.cli", "the official competition metric of a submission"),
+    "predict": Verb("lsdc.inference.cli", "raw DICOM studies -> submission.csv"),
+    "demo": Verb("lsdc.demo.cli", "the whole job end to end on a synthetic dataset"),
+    "show": Verb("lsdc.show.cli", "PNG montage of stored samples, or of a study's localised keypoints"),
 }
 
 
-def import_stage(module: str):
-    """The module, or None when that stage has not landed yet (any other import error is a bug)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None
-        raise
-
-
-def not_available(name: str):
-    """A run function for a stage that has not landed: a clear error, never fake success."""
-    def run(args) -> int:
-        raise InputError(f"'{name}' is not yet available in this version of lsdc")
-    return run
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only``, just that verb's module is imported (others stay one-line stubs),
+    """The parser; with ``only``, just that verb's module is imported (the others stay one-line help),
     so `lsdc synth` does not pay for importing torch."""
     parser = argparse.ArgumentParser(prog="lsdc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for verb, (_, help_) in VERBS.items():
-        p = sub.add_parser(verb, help=help_, description=help_)
-        if only is not None and verb != only:
+    for name, verb in VERBS.items():
+        p = sub.add_parser(name, help=verb.help, description=verb.help)
+        if only is not None and name != only:
             continue
-        mod = import_stage(VERBS[verb][0])
-        if mod is None:
-            p.set_defaults(_run=not_available(verb))
-            continue
-        mod.configure(p)
-        p.set_defaults(_run=mod.run)
+        mod = importlib.import_module(verb.module)
+        getattr(mod, verb.configure)(p)
+        p.set_defaults(_run=getattr(mod, verb.run))
     return parser
-
-
-def accept_overrides(p: argparse.ArgumentParser) -> None:
-    """Let ``p`` take ``--key=value`` config overrides anywhere on the line into ``args.overrides``.
-
-    argparse rejects unknown options, so the sub-parser's parse_known_args keeps the ``--key=value``
-    strings it did not recognise (keys are checked later by load_config, which names a bad one).
-    """
-    p.allow_abbrev = False  # so an override like --out_px=64 is never read as an abbreviated --out
-    p.set_defaults(overrides=[])
-    parse = p.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        ns, extra = parse(args, namespace)
-        is_override = [a.startswith("--") and "=" in a for a in extra]
-        ns.overrides = list(ns.overrides) + [a for a, o in zip(extra, is_override) if o]
-        return ns, [a for a, o in zip(extra, is_override) if not o]
-
-    p.parse_known_args = parse_known_args
-    p.epilog = ((p.epilog or "") + "\nConfig overrides: any --key=value (dotted path or unique field name, "
-                "e.g. --lr=3e-4 --model.backbone=test_resnet --epochs=3).")
 
 
 def main(argv=None) -> int:

@@ -1,20 +1,19 @@
 """One typed Config for every stage: dataclasses with a docstring per field, validated on creation.
 
-Sources, later winning: defaults < YAML file < ``--key=value`` overrides. A key is either the dotted
-path (``train.lr``, ``preprocess.sagittal_t2.crop_mm``) or a field name that is unique across the
-Config (``lr``, ``backbone``). Unknown keys and wrong types raise :class:`InputError` naming the key.
+A bad value raises :class:`InputError` naming the key. Building a Config from a YAML file and
+``--key=value`` overrides (and listing the fields with their docstrings in ``lsdc VERB -h``) is
+:mod:`lsdc.core.overrides`.
 """
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .errors import InputError
-from .schema import AX_T2, SAG_T1, SAG_T2, VIEWS
+from .schema import VIEWS
 
 CONFIG_FILENAME = "config.yaml"
 
@@ -100,7 +99,7 @@ class PreprocessConfig:
         return getattr(self, view)
 
 
-BACKENDS = ("auto", "dali", "torch", "dicom")
+BACKENDS = ("auto", "dali", "torch")
 
 
 @dataclass
@@ -108,7 +107,7 @@ class LoaderConfig:
     """Reading the store into batches, and augmentation (one draw per sample, all slices alike)."""
 
     backend: str = "auto"
-    """Loader backend: auto (DALI when it imports, else torch), dali, torch, or dicom (seed baseline)."""
+    """Loader backend: auto (DALI when it imports, else torch), dali or torch."""
     workers: int = 2
     """Loader worker processes (torch) / reader threads (DALI)."""
     shuffle_buffer: int = 256
@@ -370,147 +369,3 @@ def _to_plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_to_plain(v) for v in obj]
     return obj
-
-
-# -- building a Config from dicts and overrides -------------------------------------------------
-def _leaf_paths(cls, prefix=()) -> dict[tuple, type]:
-    """Every leaf field of a dataclass type as {path tuple: annotation}."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            out.update(_leaf_paths(t, prefix + (f.name,)))
-        else:
-            out[prefix + (f.name,)] = t
-    return out
-
-
-_LEAVES = _leaf_paths(Config)
-_BY_NAME: dict[str, list[tuple]] = {}
-for _p in _LEAVES:
-    _BY_NAME.setdefault(_p[-1], []).append(_p)
-
-
-def resolve_key(key: str) -> tuple:
-    """Dotted path or unique field name -> path tuple; InputError for unknown or ambiguous keys."""
-    parts = tuple(key.replace("-", "_").split("."))
-    if parts in _LEAVES:
-        return parts
-    if len(parts) == 1 and parts[0] in _BY_NAME:
-        paths = _BY_NAME[parts[0]]
-        if len(paths) == 1:
-            return paths[0]
-        raise InputError(f"config key {key!r} is ambiguous: use one of {['.'.join(p) for p in paths]}")
-    raise InputError(f"unknown config key {key!r}")
-
-
-def _coerce(key: str, value, annotation):
-    """Check/convert one value against its field type; InputError naming the key otherwise."""
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise InputError(f"config key {key!r}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise InputError(f"config key {key!r}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise InputError(f"config key {key!r}: expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise InputError(f"config key {key!r}: expected a string, got {value!r}")
-    if annotation is tuple:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return tuple(value)
-        raise InputError(f"config key {key!r}: expected a list of numbers, got {value!r}")
-    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")
-
-
-def _flatten(d: dict, prefix=()) -> dict[tuple, object]:
-    out = {}
-    for k, v in d.items():
-        path = prefix + (str(k),)
-        if isinstance(v, dict):
-            out.update(_flatten(v, path))
-        else:
-            out[path] = v
-    return out
-
-
-def build_config(values: dict | None = None) -> Config:
-    """A Config from a (possibly nested, possibly partial) dict of values."""
-    tree: dict = {}
-    for path, value in _flatten(values or {}).items():
-        key = ".".join(path)
-        full = resolve_key(key)
-        value = _coerce(key, value, _LEAVES[full])
-        node = tree
-        for p in full[:-1]:
-            node = node.setdefault(p, {})
-        node[full[-1]] = value
-    return _instantiate(Config, tree)
-
-
-def _instantiate(cls, tree: dict, default=None):
-    """``default`` (else ``cls()``) with the values in ``tree`` replaced. A nested section starts from
-    its parent's default for it, so overriding one field of e.g. ``preprocess.axial_t2`` keeps that
-    view's own defaults (crop_mm 45) rather than the CropSpec class defaults."""
-    base = cls() if default is None else default
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in tree:
-            t = hints[f.name]
-            kwargs[f.name] = (_instantiate(t, tree[f.name], getattr(base, f.name)) if dataclasses.is_dataclass(t)
-                              else tree[f.name])
-    return dataclasses.replace(base, **kwargs)
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``--key=value`` or ``key=value`` -> (key, YAML-parsed value)."""
-    body = text[2:] if text.startswith("--") else text
-    if "=" not in body:
-        raise InputError(f"override {text!r} is not of the form --key=value")
-    key, raw = body.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    if _LEAVES.get(resolve_key(key)) is str and not isinstance(value, str):
-        value = raw  # a str field keeps the text as typed (e.g. --backbone=123)
-    return key, value
-
-
-def load_config(path=None, overrides=()) -> Config:
-    """defaults < YAML file at ``path`` < ``overrides`` (``--key=value`` strings)."""
-    values: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise InputError(f"{p}: top level must be a mapping of config keys")
-        values = _flatten(loaded)
-        values = {".".join(k): v for k, v in values.items()}
-    for text in overrides:
-        key, value = parse_override(text)
-        values[key] = value
-    return build_config(values)
-
-
-def config_from_dict(d: dict) -> Config:
-    """Inverse of :meth:`Config.to_dict` (used when reading a saved config back)."""
-    return build_config(d)

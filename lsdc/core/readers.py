@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InputError, where
-from .schema import (BLANK, CONDITION_FROM_TITLE, LABEL_COLUMNS, LEVEL_FROM_TITLE, SEVERITY_INDEX,
-                     SUBMISSION_COLUMNS, VIEW_FROM_DESCRIPTION, parse_id, parse_row_id)
+from .schema import (BLANK, CONDITION_FROM_TITLE, LABEL_COLUMNS, LEVEL_FROM_TITLE, SEVERITY_INDEX, SUBMISSION_COLUMNS,
+                     VIEW_FROM_DESCRIPTION, parse_id, parse_row_id)
 
 TRAIN_COLUMNS = ("study_id",) + LABEL_COLUMNS
 COORD_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")

@@ -1,9 +1,6 @@
-"""inference: from raw test studies to a submission.
+"""inference: from raw test studies to a submission (``lsdc predict``).
 
-localizer_data / localizer_model / localizer_train   the sagittal level localiser (``lsdc train-localizer``;
-                                                     ``train_localizer(store, out_dir, cfg) -> metrics``)
-localize                                             a trained localiser applied to a store's volumes
-project                                              canal point + learned offset -> axial series, slice, pixel
-classify / calibrate                                 run directories -> probabilities; temperature per group
-predict                                              ``lsdc predict`` (``predict(data_dir, runs, out_csv, ...)``)
+predict.py    localise (lsdc.localizer) -> convert (lsdc.preprocess) -> classify -> submit
+classify.py   run directories -> per-sample probabilities (eval transform from lsdc.loaders.augment)
+calibrate.py  temperature per metric group
 """

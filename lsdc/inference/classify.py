@@ -5,8 +5,8 @@ A run directory is what ``lsdc train STORE --view V --fold K|all --out RUN_DIR``
 ``fold*/best.pt`` are averaged (one fold or all), ``oof.csv`` / ``fold*/predictions.csv`` give the
 label frequencies (the prior) and the out-of-fold predictions calibration is fitted on.
 
-Images reach the model exactly as the validation loader builds them (``augment_batch`` of a
-``RawBatch`` with identity params: the centre crop, the same normalisation); TTA shifts the slice
+Images reach the model exactly as the validation loader builds them
+(:func:`lsdc.loaders.augment.eval_transform`: the centre crop, the same normalisation); TTA shifts the slice
 window by -1/+1 within the stored slice margin (never an image flip: left and right are the patient's).
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.config import Config, load_config
+from ..core.config import Config
+from ..core.overrides import load_config
 from ..core.errors import InputError
 from ..core.schema import LEVELS, VIEW_CONDITIONS
-from ..loaders.augment import identity_params
-from ..loaders.batching import RawBatch
-from ..loaders.reader import StoreReader, sample_meta
-from ..loaders.torch_backend import augment_batch
+from ..loaders.augment import eval_transform
+from ..store.chunks import StoreReader
+from ..store.reader import sample_meta
 from ..train.checkpoint import load_model
 from . import calibrate as cal
 
@@ -88,11 +88,10 @@ def load_run(run_dir, calibrate: bool = True, device: str = "cpu") -> Run:
     return run
 
 
-def _images(stacks: np.ndarray, rows: np.ndarray, meta: dict, spec, channels: int, shift: int) -> torch.Tensor:
+def _images(stacks: np.ndarray, spec, channels: int, shift: int) -> torch.Tensor:
     m = spec.slice_margin + shift
     window = np.ascontiguousarray(stacks[:, m:m + spec.slices])
-    raw = RawBatch(window, identity_params(len(rows)), rows, {k: v[rows] for k, v in meta.items()})
-    return augment_batch(raw, spec, channels, augment=False)
+    return eval_transform(window, spec, channels)
 
 
 @torch.no_grad()
@@ -106,7 +105,7 @@ def run_probs(run: Run, reader: StoreReader, meta: dict, rows: np.ndarray, spec,
     side = torch.from_numpy(meta["side"][rows])
     probs = []
     for shift in shifts:
-        x = _images(stacks, rows, meta, spec, run.cfg.loader.channels, shift)
+        x = _images(stacks, spec, run.cfg.loader.channels, shift)
         for model, m in run.models:
             device = next(model.parameters()).device
             out = model(x.to(device), level.to(device), side.to(device) if m["two_sided"] else None)

@@ -1,20 +1,7 @@
-"""`lsdc predict DATA_DIR --runs RUN_DIR... --out submission.csv [--localizer DIR | --coords FILE]`
+"""Raw DICOM studies -> submission.csv through the same converter as training: :func:`predict`.
 
-Raw DICOM studies -> submission.csv, through the same converter as training:
-
-  1. volumes   `preprocess(DATA, WORK/volumes, coords=<header-only CSV>)`: no targets, so only the
-               sagittal whole-series volumes (made as the localiser's training store made them)
-  2. localise  sagittal keypoints per series -> canal (T2) and foramina (T1) points; subarticular
-               points = canal + learned offset, projected into the axial series whose slab holds
-               them (headers only) -> WORK/predicted_coordinates.csv (train_label_coordinates format)
-  3. crops     `preprocess(DATA, WORK/crops, coords=that CSV)` with the classifiers' crop spec
-  4. classify  every run directory (one view each; folds averaged; TTA slice shift +-1; temperature)
-  5. submit    25 rows per study; a cell nothing predicted (missing series, failed read) gets the
-               run's training label frequencies for that condition x level, with a warning naming the
-               study; every row_id of sample_submission.csv is written
-
-``--coords FILE`` skips steps 1-2 and converts at the given points (e.g. test_label_coordinates.csv,
-to measure what localisation costs). Ends with a per-study timing line.
+The steps (volumes, localise, crops, classify, submit) are listed in the docstring of the `lsdc
+predict` verb, lsdc.inference.cli, which is also its ``-h``.
 """
 from __future__ import annotations
 
@@ -29,17 +16,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..core.config import Config, PreprocessConfig, config_from_dict, load_config
+from ..core.config import Config, PreprocessConfig
 from ..core.errors import InputError
+from ..core.overrides import config_from_dict
 from ..core.readers import COORD_COLUMNS, read_sample_submission, read_series_descriptions
 from ..core.schema import (AX_T2, CONDITION_TITLE, CONDITIONS, LEFT_NFN, LEVEL_TITLE, LEVELS, RIGHT_NFN, SPINAL,
                            VIEW_CONDITIONS, VIEWS)
+from ..localizer import project
+from ..localizer.data import load_volumes
+from ..localizer.localize import load_localizer, localize_items
 from ..metric.official import predictions_to_submission
 from ..preprocess.plan import SPLITS
-from ..preprocess.store import read_index
-from . import classify, project
-from .localize import load_localizer, localize_items
-from .localizer_data import load_volumes
+from ..store.reader import read_index
+from ..train.device import resolve_device
+from . import classify
 
 COORDS_FILE = "predicted_coordinates.csv"
 KEYPOINTS_FILE = "keypoints.csv"
@@ -119,11 +109,6 @@ def _axial_rows(study_id: int, pts: pd.DataFrame, axial_ids: list, study_dir: Pa
     return rows, notes
 
 
-def _device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def localise(data_dir: Path, split: str, work: Path, loc_dir, clock: StudyClock, workers, progress: bool,
              device: str = "cpu") -> tuple[Path, list]:
     """Steps 1-2: volumes, keypoints, axial projection -> the predicted coordinates CSV; warnings."""
@@ -167,7 +152,7 @@ def localise(data_dir: Path, split: str, work: Path, loc_dir, clock: StudyClock,
 
 def classify_store(store: Path, runs: list, tta: bool, clock: StudyClock, progress: bool) -> dict:
     """{(study, condition, level): [(3,) probabilities, ...]} from every run (one entry per run and sample)."""
-    from ..preprocess.store import crop_spec
+    from ..store.reader import crop_spec
     cells: dict = {}
     for run in runs:
         index = read_index(store, run.view)
@@ -211,7 +196,7 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
     if coords is None and localizer_dir is None:
         raise InputError("pass --localizer DIR (a trained localiser) or --coords FILE (known coordinates)")
     studies, sample = _studies(data_dir, split)
-    device = _device()
+    device = resolve_device("auto")
     loaded = [classify.load_run(r, calibrate=cfg.predict.calibrate, device=device) for r in runs]
     clock = StudyClock(studies)
     tmp = None
@@ -277,39 +262,3 @@ def _submission(studies: list, cells: dict, runs: list, notes: list) -> tuple[pd
             notes.append(f"study {s}: {len(fallback)} of 25 cells from the training prior (no prediction for "
                          f"{', '.join(views)}: missing or unreadable series, or no run for that view)")
     return predictions_to_submission(rows), n_prior
-
-
-# -- CLI -------------------------------------------------------------------------------------------
-def configure(p) -> None:
-    import argparse
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.description = __doc__
-    p.add_argument("data_dir", help="competition-format folder (<split>_series_descriptions.csv, <split>_images/)")
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run directories of `lsdc train`")
-    p.add_argument("--out", required=True, help="submission CSV to write")
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--localizer", default=None, metavar="DIR", help="directory of `lsdc train-localizer`")
-    p.add_argument("--coords", default=None, metavar="FILE",
-                   help="use these coordinates (train_label_coordinates.csv format) instead of the localiser")
-    p.add_argument("--work", default=None, metavar="DIR", help="keep the intermediate stores and CSVs here")
-    p.add_argument("--workers", type=int, default=None, help="conversion worker processes (default: all cores)")
-    p.add_argument("--config", default=None, help="YAML config file (predict.tta, predict.calibrate)")
-    p.add_argument("--no-progress", action="store_true")
-    from ..core.cli import accept_overrides
-    accept_overrides(p)
-
-
-def run(args) -> int:
-    import sys
-    cfg = load_config(args.config, args.overrides)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        s = predict(args.data_dir, args.runs, args.out, args.split, args.localizer, args.work, args.coords, cfg,
-                    args.workers, progress=not args.no_progress)
-    for w in caught:
-        print(f"lsdc predict: warning: {w.message}", file=sys.stderr)
-    print(f"wrote {s['rows']} rows for {s['studies']} studies to {s['out']} "
-          f"({s['prior_cells']} cells from the training prior)")
-    print(f"per study: mean {s['seconds_per_study_mean']:.2f} s, median {s['seconds_per_study_median']:.2f} s "
-          f"(total {s['seconds']:.1f} s; conversions shared equally)")
-    return 0

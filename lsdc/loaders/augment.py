@@ -121,3 +121,23 @@ def check_geometry(spec: CropSpec) -> None:
     """The store's P - out_px margin must be even so the identity warp is the exact centre crop."""
     if (spec.store_px - spec.out_px) % 2 or spec.store_px < spec.out_px:
         raise ValueError(f"store_px {spec.store_px} vs out_px {spec.out_px}: need an even, non-negative margin")
+
+
+def eval_transform(stacks: np.ndarray, spec: CropSpec, channels: int):
+    """The evaluation (and inference) transform: float32 torch [b, S, C, out_px, out_px] from uint8 slice
+    windows [b, S, store_px, store_px]: the exact centre crop, then the normalisation above.
+
+    Validation batches and ``lsdc predict`` both go through here, so a model sees the same pixels in both.
+    """
+    import torch
+    O = spec.out_px
+    m = (spec.store_px - O) // 2
+    y = torch.from_numpy(stacks)[:, :, m:m + O, m:m + O].float()  # grey 0..255; the scale below divides by 255
+    return normalise(y, channels, grey_max=255.0)
+
+
+def normalise(y, channels: int, grey_max: float):
+    """(b, S, O, O) torch grey in [0, grey_max] -> (b, S, C, O, O) normalised channels."""
+    import torch
+    scale, offset = (torch.from_numpy(v).view(1, 1, -1, 1, 1) for v in norm_affine(channels, grey_max))
+    return y.unsqueeze(2) * scale + offset

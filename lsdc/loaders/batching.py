@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.config import CropSpec, LoaderConfig
+from ..store.chunks import StoreReader
 from .augment import check_geometry, draw_params, take, window_starts
-from .reader import (BUFFER_STREAM, PARAM_STREAM, SampleStream, StoreReader, epoch_order, epoch_rng, shard,
-                     split_batches)
+from .sampling import BUFFER_STREAM, PARAM_STREAM, SampleStream, epoch_order, epoch_rng, shard, split_batches
 
 META_KEYS = ("label", "level", "side", "study_id")
 
@@ -98,22 +98,3 @@ class EpochPlan:
         for stacks, pos in stream.batches(self.batch_size, ring):
             rows = order[pos]
             yield RawBatch(stacks, take(params, pos), rows, {k: self.meta[k][rows] for k in META_KEYS})
-
-
-class PlannedLoader:
-    """What every backend shares over an :class:`EpochPlan`: steps and samples per epoch, and the
-    epoch number that picks the permutation (a backend may keep the epoch elsewhere, e.g. in shared
-    memory for its workers, by overriding ``set_epoch``/``epoch``)."""
-
-    plan: EpochPlan
-    epoch: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    @property
-    def num_samples(self) -> int:
-        return self.plan.num_samples

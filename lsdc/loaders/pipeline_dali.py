@@ -26,7 +26,8 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from ..core.config import CropSpec
 from .augment import affine_matrices, noise_bank, norm_affine
-from .batching import META_KEYS, EpochPlan, PlannedLoader, RawBatch
+from .base import Loader
+from .batching import META_KEYS, EpochPlan, RawBatch
 
 OUTPUTS = ("image", "row") + META_KEYS
 _PARAM_OUTPUTS = ("matrix", "brightness", "contrast", "gamma", "noise_std", "noise_anchor")
@@ -122,7 +123,7 @@ class _Source:
         return self.feeder.get()
 
 
-class DaliLoader(PlannedLoader):
+class DaliLoader(Loader):
     """Iterable of batch dicts; ``len`` = steps per epoch; ``set_epoch`` for a new permutation."""
 
     backend = "dali"

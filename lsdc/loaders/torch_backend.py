@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..core.config import CropSpec
-from .augment import affine_matrices, noise_bank, norm_affine
-from .batching import EpochPlan, PlannedLoader, RawBatch
+from .augment import affine_matrices, eval_transform, noise_bank, normalise
+from .base import Loader
+from .batching import EpochPlan, RawBatch
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,9 +39,9 @@ def _theta(params: dict, spec: CropSpec) -> torch.Tensor:
 
 def augment_batch(raw: RawBatch, spec: CropSpec, channels: int, augment: bool) -> torch.Tensor:
     """float32 [b, S, C, out_px, out_px] from a raw batch (augment.py documents the math)."""
-    x = torch.from_numpy(raw.stacks)  # (b, S, P, P) uint8
-    O = spec.out_px
     if augment:
+        x = torch.from_numpy(raw.stacks)  # (b, S, P, P) uint8
+        O = spec.out_px
         b, S = x.shape[:2]
         p = raw.params
         grid = F.affine_grid(_theta(p, spec), [b, S, O, O], align_corners=False)
@@ -53,11 +54,8 @@ def augment_batch(raw: RawBatch, spec: CropSpec, channels: int, augment: bool) -
         noise = torch.stack([bank[:, ny:ny + O, nx:nx + O]
                              for ny, nx in zip(p["noise_y"].tolist(), p["noise_x"].tolist())])
         y = y.add_(noise.mul_(torch.from_numpy(p["noise_std"]).view(b, 1, 1, 1)))
-    else:
-        m = (spec.store_px - O) // 2
-        y = x[:, :, m:m + O, m:m + O].float()  # grey 0..255; the normalisation below divides by 255
-    scale, offset = (torch.from_numpy(v).view(1, 1, -1, 1, 1) for v in norm_affine(channels, 1.0 if augment else 255.0))
-    return y.unsqueeze(2) * scale + offset  # (b, S, C, O, O)
+        return normalise(y, channels, grey_max=1.0)  # (b, S, C, O, O)
+    return eval_transform(raw.stacks, spec, channels)
 
 
 def to_batch(raw: RawBatch, image: torch.Tensor) -> dict:
@@ -82,7 +80,7 @@ class _EpochDataset(IterableDataset):
             yield to_batch(raw, augment_batch(raw, self.plan.spec, self.channels, self.plan.lcfg.augment))
 
 
-class TorchLoader(PlannedLoader):
+class TorchLoader(Loader):
     """Iterable of batch dicts; ``len`` = steps per epoch; ``set_epoch`` for a new permutation.
 
     Workers are started once (persistent) with ``mp_context`` (None: torch's default, fork on Linux)
@@ -113,3 +111,10 @@ class TorchLoader(PlannedLoader):
                                   num_workers=w, pin_memory=self.pin_memory, multiprocessing_context=self.mp_context,
                                   prefetch_factor=2 if w else None, persistent_workers=bool(w))
         yield from self._dl
+
+    def close(self) -> None:
+        """Stop the persistent workers (they also stop when the loader is garbage collected)."""
+        it = getattr(self._dl, "_iterator", None) if self._dl is not None else None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._dl = None

@@ -41,8 +41,7 @@ import pandas as pd
 
 from ..core.errors import InputError
 from ..core.readers import read_sample_submission, read_train
-from ..core.schema import (BLANK, CONDITIONS, LABEL_COLUMNS, LEVELS, SEVERITY_WEIGHTS, SUBMISSION_COLUMNS,
-                           row_id)
+from ..core.schema import BLANK, CONDITIONS, LABEL_COLUMNS, LEVELS, SEVERITY_WEIGHTS, SUBMISSION_COLUMNS, row_id
 from .official import TERMS, _check_values, score_files, score_frames
 
 #: (condition, level) of each label column, in LABEL_COLUMNS order

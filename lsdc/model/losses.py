@@ -3,6 +3,9 @@
 Targets are class codes 0 Normal/Mild, 1 Moderate, 2 Severe, and ``BLANK`` (-1) for unlabelled cells,
 which every loss here ignores. All losses are computed in float32 whatever the autocast dtype. A batch
 with no labelled row gives a zero loss that still backpropagates (never NaN).
+
+No loss reads a value back to the host (no ``.any()`` in an ``if``, no data-dependent shapes), so a
+training step never waits for the device: rows are selected by masks and weights, never by indexing.
 """
 from __future__ import annotations
 
@@ -18,17 +21,20 @@ SEVERE = 2
 _LOG_ONE_MINUS_EPS = math.log1p(-1e-6)  # caps p(severe) at 1 - 1e-6 inside log(1 - p)
 
 
-def _zero(t: torch.Tensor) -> torch.Tensor:
-    return t.sum() * 0.0  # keeps the graph, so every parameter still gets a (zero) gradient
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum(weight * values) / sum(weight); 0 (still backpropagating) when every weight is 0."""
+    return (weight * values).sum() / weight.sum().clamp(min=torch.finfo(values.dtype).tiny)
 
 
 def class_weighted_ce(logits: torch.Tensor, target: torch.Tensor, class_weights) -> torch.Tensor:
-    """sum_i w[y_i] * CE_i / sum_i w[y_i] over rows with y_i != -1 (torch's weighted mean)."""
+    """sum_i w[y_i] * CE_i / sum_i w[y_i] over rows with y_i != -1 (torch's weighted mean).
+
+    torch's mean is 0/0 = NaN on a batch with no labelled row; that NaN becomes 0, and its gradient
+    is 0 (every row is ignored), without asking the device whether the batch had a label.
+    """
     logits = logits.float()
-    if not (target != BLANK).any():
-        return _zero(logits)
     w = torch.as_tensor(class_weights, dtype=torch.float32, device=logits.device)
-    return F.cross_entropy(logits, target, weight=w, ignore_index=BLANK)
+    return torch.nan_to_num(F.cross_entropy(logits, target, weight=w, ignore_index=BLANK), nan=0.0)
 
 
 def any_severe_loss(logits: torch.Tensor, target: torch.Tensor, study_ids) -> torch.Tensor:
@@ -42,21 +48,20 @@ def any_severe_loss(logits: torch.Tensor, target: torch.Tensor, study_ids) -> to
     """
     logits = logits.float()
     labelled = target != BLANK  # (B,)
-    if not labelled.any():
-        return _zero(logits)
     log_p = F.log_softmax(logits, dim=1)[:, SEVERE]  # (B,)
     ids = torch.as_tensor(study_ids, device=logits.device)
-    _, group = torch.unique(ids, return_inverse=True)  # (B,)
-    member = group[None, :] == torch.arange(int(group.max()) + 1, device=logits.device)[:, None]
-    member = member & labelled[None, :]
-    member = member[member.any(dim=1)]  # (G, B) studies with a labelled row
-    log_p_study = log_p[None, :].masked_fill(~member, float("-inf")).amax(dim=1)  # (G,)
-    y = (member & (target == SEVERE)[None, :]).any(dim=1)  # (G,)
+    same = ids[:, None] == ids[None, :]  # (B, B): row i's study holds row j
+    member = same & labelled[None, :]  # (B, B): row i's study's labelled rows
+    # each study once: its first labelled row stands for it (no data-dependent shapes, so no sync)
+    earlier = torch.ones_like(same).tril(diagonal=-1)
+    first = labelled & ~(member & earlier).any(dim=1)  # (B,)
+    log_p_study = log_p[None, :].masked_fill(~member, float("-inf")).amax(dim=1)  # (B,)
+    y = (member & (target == SEVERE)[None, :]).any(dim=1)  # (B,)
     row_w = torch.as_tensor(SEVERITY_WEIGHTS, device=logits.device)[target.clamp(min=0)]  # (B,)
-    w = (row_w[None, :] * member).amax(dim=1)  # (G,)
+    w = (row_w[None, :] * member).amax(dim=1) * first  # (B,): 0 but on each study's first row
     neg = -torch.log1p(-torch.exp(log_p_study.clamp(max=_LOG_ONE_MINUS_EPS)))
     bce = torch.where(y, -log_p_study, neg)
-    return (w * bce).sum() / w.sum()
+    return _masked_mean(torch.where(first, bce, torch.zeros_like(bce)), w)
 
 
 def aux_losses(out: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -66,8 +71,8 @@ def aux_losses(out: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
     for key, rows, positive in (("aux_abnormal", target != BLANK, target >= 1),
                                 ("aux_severe", target >= 1, target == SEVERE)):
         z = out[key].float()
-        res[key] = (F.binary_cross_entropy_with_logits(z[rows], positive[rows].float())
-                    if rows.any() else _zero(z))
+        bce = F.binary_cross_entropy_with_logits(z, positive.float(), reduction="none")
+        res[key] = _masked_mean(bce, rows.float())
     return res
 
 

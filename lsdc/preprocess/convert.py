@@ -1,13 +1,9 @@
-"""`lsdc preprocess DATA_DIR OUT`: DICOM studies -> the Zarr crop store, once, in parallel, resumably.
+"""DICOM studies -> the Zarr crop store, once, in parallel, resumably: :func:`preprocess`.
 
 Studies are converted independently (a pool of worker processes), each committed atomically as a part
-file; then the store is assembled from all parts. Rerunning the same command after a crash or
-``kill -9`` converts only the studies without a valid part and assembles again. ``--shard I/N``
-converts only studies with ``study_id % N == I`` and stops before assembly; run the command once more
-without ``--shard`` (on any machine that sees OUT) to assemble the store from every shard's parts.
-
-Exit codes: 0 all converted; 3 converted, but something was skipped (see OUT/report.json);
-2 bad input (one error line).
+file; then the store is assembled from all parts. A rerun converts only the studies without a valid
+part. ``shard_spec`` ``I/N`` converts only studies with ``study_id % N == I`` and stops before
+assembly. The `lsdc preprocess` verb (lsdc.preprocess.cli) documents its command line and exit codes.
 """
 from __future__ import annotations
 
@@ -23,16 +19,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
-from ..core.cli import accept_overrides
-from ..core.config import Config, load_config
+from ..core.config import Config
 from ..core.errors import InputError
+from ..store.layout import REPORT_FILE
+from ..store.writer import assemble
 from .crops import convert_study, study_fingerprint, warm_up_kernels
 from .parts import clean_stale_tmp, part_path, read_part, save_part
-from .plan import SPLITS, StudyJob, build_jobs, input_files, parse_shard, shard
-from .store import assemble
-
-EXIT_SKIPPED = 3
-REPORT_FILE = "report.json"
+from .plan import StudyJob, build_jobs, input_files, parse_shard, shard
 
 
 def _convert_and_commit(job: StudyJob, pcfg, out_dir: str, fingerprint: str) -> tuple[int, int]:
@@ -176,34 +169,3 @@ def _json_default(o):
     if hasattr(o, "item"):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-# -- CLI -------------------------------------------------------------------------------------------
-def configure(p) -> None:
-    p.add_argument("data_dir", help="competition-format folder (train.csv, *_images/, ...)")
-    p.add_argument("out", help="store folder (created; resumed when it exists)")
-    p.add_argument("--split", default="train", choices=SPLITS)
-    p.add_argument("--coords", default=None, help="coordinates in train_label_coordinates.csv format "
-                   "(required for --split test; how inference reuses this converter)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--shard", default=None, metavar="I/N", help="convert only studies with study_id %% N == I")
-    p.add_argument("--config", default=None, help="YAML config file")
-    p.add_argument("--no-progress", action="store_true")
-    p.epilog = __doc__.split("\n\n", 1)[1]
-    accept_overrides(p)
-
-
-def run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    rep = preprocess(args.data_dir, args.out, args.split, args.coords, args.workers, args.shard, cfg,
-                     progress=not args.no_progress)
-    counts = rep.get("counts", {})
-    for view, c in counts.items():
-        print(f"{view:12s} {c['samples']:6d} samples  {c['studies']:5d} studies" +
-              (f"  {c['volumes']:5d} volumes" if "volumes" in c else ""))
-    print(f"studies {rep['studies']} (converted now {rep['converted_now']}, resumed {rep['resumed']}), "
-          f"{rep['slices_read']} slices in {rep['seconds']:.1f} s")
-    if rep["skipped"]:
-        print(f"skipped {len(rep['skipped'])}: {rep['skip_reasons']} (details in report.json)")
-        return EXIT_SKIPPED
-    return 0

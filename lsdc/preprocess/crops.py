@@ -15,11 +15,12 @@ import numpy as np
 
 from ..core.config import PreprocessConfig
 from ..core.schema import LEVELS, SIDES
+from ..store.layout import INDEX_COLUMNS, STORE_VERSION, VOLUME_INDEX_COLUMNS, VOLUME_VIEWS
+from ..store.reasons import Reason
 from .kernels import crop_boxes, resample_volume, series_window, window_voxels
 from .plan import StudyJob, Target, skip
 from .series import Series, SeriesError, load_series
 from .stacks import Stack
-from .store import INDEX_COLUMNS, STORE_VERSION, VOLUME_INDEX_COLUMNS, VOLUME_VIEWS
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _note_series(res: StudyResult, study_id: int, view: str, s: Series) -> None:
     for d in s.dropped:
         res.notes.append(skip(d.reason, study_id, s.series_id, view, detail=f"slice dropped: {d.detail}"))
     for lose, keep in s.collapsed.items():
-        res.notes.append(skip("duplicate_collapsed", study_id, s.series_id, view,
+        res.notes.append(skip(Reason.DUPLICATE_COLLAPSED, study_id, s.series_id, view,
                               detail=f"instances {lose} and {keep} share one position; kept {keep}"))
 
 
@@ -131,10 +132,10 @@ def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None
     wanted = set(by_series) | {sid for sid, v in job.series_views.items() if v in VOLUME_VIEWS}
     if not job.study_dir.is_dir():
         for t in job.targets:
-            res.skips.append(skip("study_folder_missing", job.study_id, t.series_id, t.view, t.condition, t.level,
+            res.skips.append(skip(Reason.STUDY_FOLDER_MISSING, job.study_id, t.series_id, t.view, t.condition, t.level,
                                   str(job.study_dir)))
         if not job.targets:
-            res.skips.append(skip("study_folder_missing", job.study_id, detail=str(job.study_dir)))
+            res.skips.append(skip(Reason.STUDY_FOLDER_MISSING, job.study_id, detail=str(job.study_dir)))
         return res
 
     for series_id in sorted(wanted):
@@ -162,12 +163,12 @@ def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None
                 res.skips.append(skip(e.reason, **where, detail=str(e)))
                 continue
             if not st.usable:
-                res.skips.append(skip("one_slice", **where, detail=f"instance {t.instance_number} is the only slice "
+                res.skips.append(skip(Reason.ONE_SLICE, **where, detail=f"instance {t.instance_number} is the only slice "
                                       f"of its stack ({st.rows}x{st.cols}, IOP {st.iop.round(4).tolist()}) in "
                                       f"{job.study_dir / str(series_id)}: no neighbours, no slice spacing"))
                 continue
             if not (0 <= t.x <= st.cols - 1 and 0 <= t.y <= st.rows - 1):
-                res.skips.append(skip("point_outside_image", **where,
+                res.skips.append(skip(Reason.POINT_OUTSIDE_IMAGE, **where,
                                       detail=f"x={t.x}, y={t.y} outside {st.cols}x{st.rows} image"))
                 continue
             kept.setdefault(st.index, []).append((t, idx))
@@ -183,7 +184,7 @@ def convert_study(job: StudyJob, pcfg: PreprocessConfig, fingerprint: str | None
         if view in VOLUME_VIEWS:
             st = volume_stack(s)
             if st is None:
-                res.skips.append(skip("one_slice", job.study_id, series_id, view, detail=f"{job.study_dir / str(series_id)}: "
+                res.skips.append(skip(Reason.ONE_SLICE, job.study_id, series_id, view, detail=f"{job.study_dir / str(series_id)}: "
                                       "no stack with two slices for the localiser volume"))
             else:
                 res.volumes.setdefault(view, []).append(resample_volume(st.volume, pcfg.volume_slices, pcfg.volume_px, lo, hi))

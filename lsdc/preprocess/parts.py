@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-PARTS_DIR = "_parts"
+from ..store.layout import PARTS_DIR
+
 # Arrays are stored raw (an uncompressed .npz): a part is written once and read once, at assembly,
 # and MR crops compress ~1.1x, so compressing here would only cost time (the store's own codec is
 # chosen for read speed in store.py).

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.errors import InputError
 from ..core.readers import read_coordinates, read_series_descriptions, read_train
 from ..core.schema import BLANK, CONDITION_SIDE, CONDITION_VIEW, CONDITIONS, LEVELS, label_column
+from ..store.reasons import Reason
 
 SPLITS = ("train", "test")
 
@@ -45,10 +46,10 @@ class StudyJob:
     targets: list[Target] = field(default_factory=list)
 
 
-def skip(reason: str, study_id=None, series_id=None, view=None, condition=None, level=None, detail="") -> dict:
+def skip(reason: Reason, study_id=None, series_id=None, view=None, condition=None, level=None, detail="") -> dict:
     """One report record: what was not converted, and why."""
     return {"study_id": study_id, "series_id": series_id, "view": view, "condition": condition,
-            "level": level, "reason": reason, "detail": detail}
+            "level": level, "reason": Reason(reason).value, "detail": detail}
 
 
 def input_files(data_dir, split: str, coords=None) -> dict[str, Path]:
@@ -84,7 +85,7 @@ def build_jobs(data_dir, split: str = "train", coords=None) -> tuple[list[StudyJ
     for r in series.itertuples(index=False):
         job = jobs.setdefault(r.study_id, StudyJob(r.study_id, images / str(r.study_id)))
         if r.view is None:
-            skips.append(skip("unknown_series_description", r.study_id, r.series_id,
+            skips.append(skip(Reason.UNKNOWN_SERIES_DESCRIPTION, r.study_id, r.series_id,
                               detail=f"series_description {r.series_description!r}"))
         else:
             job.series_views[r.series_id] = r.view
@@ -93,21 +94,21 @@ def build_jobs(data_dir, split: str = "train", coords=None) -> tuple[list[StudyJ
         view = CONDITION_VIEW[r.condition]
         where = dict(study_id=r.study_id, series_id=r.series_id, view=view, condition=r.condition, level=r.level)
         if labels is not None and r.study_id not in labels.index:
-            skips.append(skip("study_not_in_labels", **where, detail=f"study {r.study_id} has no train.csv row"))
+            skips.append(skip(Reason.STUDY_NOT_IN_LABELS, **where, detail=f"study {r.study_id} has no train.csv row"))
             continue
         job = jobs.get(r.study_id)
         if job is None:
-            skips.append(skip("study_not_in_series_descriptions", **where,
+            skips.append(skip(Reason.STUDY_NOT_IN_SERIES_DESCRIPTIONS, **where,
                               detail=f"study {r.study_id} is not in {files['series'].name}"))
             continue
         if r.series_id not in job.series_views:
             known = r.series_id in set(series.series_id[series.study_id == r.study_id])
-            reason = "series_description_unknown" if known else "series_not_in_series_descriptions"
+            reason = Reason.UNKNOWN_SERIES_DESCRIPTION if known else Reason.SERIES_NOT_IN_SERIES_DESCRIPTIONS
             skips.append(skip(reason, **where, detail=f"series {r.series_id} in {files['series'].name}: "
                               + ("description is not one of the three views" if known else "absent")))
             continue
         if job.series_views[r.series_id] != view:
-            skips.append(skip("series_view_mismatch", **where,
+            skips.append(skip(Reason.SERIES_VIEW_MISMATCH, **where,
                               detail=f"{r.condition} needs {view}, series is {job.series_views[r.series_id]}"))
             continue
         label = BLANK if labels is None else int(labels.at[r.study_id, label_column(r.condition, r.level)])
@@ -119,7 +120,7 @@ def build_jobs(data_dir, split: str = "train", coords=None) -> tuple[list[StudyJ
             for c in CONDITIONS:
                 for lv in LEVELS:
                     if row[label_column(c, lv)] != BLANK and (study_id, c, lv) not in have:
-                        skips.append(skip("no_coordinates", study_id, None, CONDITION_VIEW[c], c, lv,
+                        skips.append(skip(Reason.NO_COORDINATES, study_id, None, CONDITION_VIEW[c], c, lv,
                                           "graded in train.csv but no coordinate row"))
     return [jobs[s] for s in sorted(jobs)], skips
 

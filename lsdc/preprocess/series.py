@@ -7,7 +7,7 @@ for JPEG 2000 / RLE, CharLS for JPEG-LS, GDCM for JPEG baseline/extended/lossles
 RescaleSlope/Intercept, and MONOCHROME1 is inverted so that bright always means high signal.
 
 Every failure is a :class:`SeriesError` whose ``reason`` is a short code (listed in
-:mod:`lsdc.core.reasons`) and whose message names the file. A file that cannot be read drops out of
+:mod:`lsdc.store.reasons`) and whose message names the file. A file that cannot be read drops out of
 its series with its reason (``Series.dropped``); only a series with no readable file fails whole.
 """
 from __future__ import annotations
@@ -22,10 +22,11 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (JPEG2000, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
-                         ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit,
-                         JPEGLSLossless, JPEGLSNearLossless)
+                         ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless,
+                         JPEGLSNearLossless)
 
 from ..core.errors import InputError
+from ..store.reasons import Reason
 from . import stacks
 from .stacks import Stack
 
@@ -139,9 +140,9 @@ def _read(path: Path, pixels: bool):
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=_READ_TAGS)
     except InvalidDicomError as e:
-        raise SeriesError("not_dicom", f"{path}: not a DICOM file ({e})") from e
+        raise SeriesError(Reason.NOT_DICOM, f"{path}: not a DICOM file ({e})") from e
     except Exception as e:  # pydicom raises many types on garbage bytes; all mean "cannot parse"
-        raise SeriesError("unreadable", f"{path}: cannot parse DICOM ({type(e).__name__}: {e})") from e
+        raise SeriesError(Reason.UNREADABLE, f"{path}: cannot parse DICOM ({type(e).__name__}: {e})") from e
 
 
 def _check_orientation(iop) -> None:
@@ -157,20 +158,20 @@ def _header(ds, path: Path) -> SliceHeader:
     rows, cols = _uint(ds, _ROWS), _uint(ds, _COLS)
     for keyword, value in (("Rows", rows), ("Columns", cols)):
         if value is None:
-            raise SeriesError("no_geometry", f"{path}: missing {keyword}")
+            raise SeriesError(Reason.NO_GEOMETRY, f"{path}: missing {keyword}")
     try:
         ipp, iop, spacing = _numbers(ds, _IPP), _numbers(ds, _IOP), _numbers(ds, _SPACING)
         for name, value in (("ImagePositionPatient", ipp), ("ImageOrientationPatient", iop), ("PixelSpacing", spacing)):
             if value is None:
-                raise SeriesError("no_geometry", f"{path}: missing {name}")
+                raise SeriesError(Reason.NO_GEOMETRY, f"{path}: missing {name}")
         instance = _numbers(ds, _INSTANCE)
         if instance is None:
-            raise SeriesError("no_instance_number", f"{path}: missing InstanceNumber")
+            raise SeriesError(Reason.NO_INSTANCE_NUMBER, f"{path}: missing InstanceNumber")
         if len(ipp) != 3 or len(iop) != 6 or len(spacing) != 2 or min(spacing) <= 0:
             raise ValueError(f"IPP {ipp}, IOP {iop}, PixelSpacing {spacing}")
         _check_orientation(iop)
     except (TypeError, ValueError) as e:
-        raise SeriesError("no_geometry", f"{path}: malformed geometry ({e})") from e
+        raise SeriesError(Reason.NO_GEOMETRY, f"{path}: malformed geometry ({e})") from e
     bits_allocated = _uint(ds, _BITS_ALLOCATED) or 16
     return SliceHeader(
         path=path, instance_number=int(instance[0]), ipp=ipp, iop=iop, spacing_rc=spacing,
@@ -271,14 +272,14 @@ def _decode(path) -> tuple[SliceHeader, np.ndarray]:
     header = _header(ds, path)
     elem = ds.get_item(_PIXEL_DATA)
     if elem is None:
-        raise SeriesError("no_pixels", f"{path}: no PixelData element (or the file is cut short before it)",
+        raise SeriesError(Reason.NO_PIXELS, f"{path}: no PixelData element (or the file is cut short before it)",
                           header.instance_number)
     pixel_bytes = elem.value or b""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is not None and not syntax.is_compressed:
         expected = header.rows * header.cols * header.bits_allocated // 8 * header.samples_per_pixel
         if len(pixel_bytes) < expected:
-            raise SeriesError("truncated", f"{path}: {len(pixel_bytes)} bytes of pixel data, {expected} expected",
+            raise SeriesError(Reason.TRUNCATED, f"{path}: {len(pixel_bytes)} bytes of pixel data, {expected} expected",
                               header.instance_number)
     try:
         raw = _native_pixels(pixel_bytes, header, syntax)
@@ -287,20 +288,20 @@ def _decode(path) -> tuple[SliceHeader, np.ndarray]:
                 raw = ds.pixel_array
     except Exception as e:  # missing plugin, unsupported syntax, corrupt stream: all undecodable
         name = syntax.name if syntax is not None else "no transfer syntax"
-        raise SeriesError("undecodable", f"{path}: cannot decode pixel data ({name}): {e}",
+        raise SeriesError(Reason.UNDECODABLE, f"{path}: cannot decode pixel data ({name}): {e}",
                           header.instance_number) from e
     if raw.ndim != 2:
-        raise SeriesError("not_2d", f"{path}: pixel array of shape {raw.shape}, expected one grey frame",
+        raise SeriesError(Reason.NOT_2D, f"{path}: pixel array of shape {raw.shape}, expected one grey frame",
                           header.instance_number)
     return header, raw
 
 
 def _dicom_files(series_dir: Path) -> list[Path]:
     if not series_dir.is_dir():
-        raise SeriesError("empty", f"{series_dir}: no such series folder")
+        raise SeriesError(Reason.EMPTY, f"{series_dir}: no such series folder")
     files = sorted(p for p in series_dir.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
     if not files:
-        raise SeriesError("empty", f"{series_dir}: no .dcm files")
+        raise SeriesError(Reason.EMPTY, f"{series_dir}: no .dcm files")
     return files
 
 
@@ -349,7 +350,7 @@ class Series:
             if d.instance_number == int(instance_number):
                 raise SeriesError(d.reason, d.detail)
         where = Path(self.stacks[0].files[0]).parent if self.stacks and self.stacks[0].files else self.series_id
-        raise SeriesError("instance_not_in_series", f"instance {instance_number} not in series {self.series_id} ({where})")
+        raise SeriesError(Reason.INSTANCE_NOT_IN_SERIES, f"instance {instance_number} not in series {self.series_id} ({where})")
 
 
 def _tolerant(files: list[Path], read) -> tuple[list, list]:

@@ -90,7 +90,7 @@ def select_samples(index: pd.DataFrame, study=None, n: int | None = None, seed: 
 def show_store(store, view: str, out, study=None, n=None, seed: int = 0, cols: int = 4,
                neighbours: int | None = None) -> dict:
     """Write the sample montage of ``view`` to ``out``; returns {out, samples, of, size, neighbours}."""
-    from ..preprocess.store import crop_spec, crops_array, open_root, read_index
+    from ..store.reader import crop_spec, crops_array, open_root, read_index
     if view not in VIEWS:
         raise InputError(f"--view {view!r}: not a view; one of {', '.join(VIEWS)}")
     n = None if n is None else _count(n, "--n", 1, MAX_N)
@@ -164,8 +164,9 @@ def study_series_views(study_dir: Path) -> dict[int, str]:
 def localise_study(study_dir, loc_dir, workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """Keypoints (localize.POINT_COLUMNS) of one study folder through `lsdc predict`'s own localise
     step (the study alone, linked into a temporary test split; the most confident series per view)."""
-    from ..inference.localize import load_localizer
-    from ..inference.predict import KEYPOINTS_FILE, StudyClock, _device, localise
+    from ..inference.predict import KEYPOINTS_FILE, StudyClock, localise
+    from ..localizer.localize import load_localizer
+    from ..train.device import resolve_device
     study_dir = Path(study_dir)
     study_id, _, _ = _study_location(study_dir)
     load_localizer(loc_dir)  # a missing/old localiser is named before any conversion
@@ -184,7 +185,7 @@ def localise_study(study_dir, loc_dir, workers: int = 1, progress: bool = False)
         work = tmp / "work"
         work.mkdir()
         # its notes are about projecting the subarticular points into axial series, which are not drawn
-        localise(tmp, "test", work, loc_dir, StudyClock([study_id]), workers, progress, _device())
+        localise(tmp, "test", work, loc_dir, StudyClock([study_id]), workers, progress, resolve_device("auto"))
         path = work / KEYPOINTS_FILE
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 

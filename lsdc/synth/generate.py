@@ -1,11 +1,11 @@
-"""`lsdc synth OUT --studies N --seed S [--test-studies M] [--workers W] [--labels M]`: a synthetic
-dataset in the Kaggle layout, severity planted in the anatomy only.
+"""A synthetic dataset in the Kaggle layout, severity planted in the anatomy only: :func:`synth`
+(the `lsdc synth` verb: lsdc.synth.cli).
 
 Every study is drawn from its own generator ``default_rng([seed, split, index])`` and written by one
-worker, so the output (CSV bytes, pixel data, UIDs) depends on the seed only, never on ``--workers``.
+worker, so the output (CSV bytes, pixel data, UIDs) depends on the seed only, never on ``workers``.
 The test split also gets its answers, ``test_labels.csv`` and ``test_label_coordinates.csv``, and each
 split its oracle submission ``<split>_oracle.csv`` (the best any model could do: its score is the noise
-ceiling), which no pipeline stage reads. Labels follow ``--labels`` (labels.py: ``realistic`` by
+ceiling), which no pipeline stage reads. Labels follow ``label_model`` (labels.py: ``realistic`` by
 default, ``clean`` for learning-mechanics tests). ``synth_manifest.json`` at the root lists the series quirks planted (see
 :func:`manifest_entries`); no pipeline stage reads it either.
 """
@@ -214,26 +214,3 @@ def synth(out_dir, studies: int, seed: int, test_studies: int = 0, workers: int 
             "repeated_position_series": sum(e["repeated_positions"] > 0 for e in entries),
             "split_series": sum(e["expected_stacks"] > 1 for e in entries),
             "label_mix": tables.label_mix(train), "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def configure(parser) -> None:
-    parser.add_argument("out", metavar="OUT", help="output directory (must not exist, or be empty)")
-    parser.add_argument("--studies", type=int, required=True, help="number of train studies (>= 1)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    parser.add_argument("--test-studies", type=int, default=0,
-                        help="number of test studies: test_images/, sample_submission.csv and answers")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="parallel processes (default: all cores); the output does not depend on it")
-    parser.add_argument("--labels", default="realistic", choices=labels.LABEL_MODELS,
-                        help="realistic: the real grade mix, reader noise and an oracle submission "
-                             "(<split>_oracle.csv, the noise ceiling); clean: separable grades, for "
-                             "checking learning mechanics")
-
-
-def run(args) -> int:
-    s = synth(args.out, args.studies, args.seed, args.test_studies, args.workers, label_model=args.labels)
-    mix = " / ".join(f"{k} {v:.1%}" for k, v in s["label_mix"].items())
-    print(f"wrote {s['train_studies']} train + {s['test_studies']} test studies, {s['series']} series, "
-          f"{s['files']} files to {s['out_dir']} in {s['seconds']} s with {s['workers']} worker(s); "
-          f"train labels: {mix}")
-    return 0

@@ -154,21 +154,29 @@ def _draw_chain(rng, nar) -> dict:
 
 def _primitives(ch, nar, rng):
     """Local-frame primitives (tissue, centre, phi, half, p, q, intensity) in paint order + landmarks."""
-    s, H, D, W, h = ch["s"], ch["H"], ch["D"], ch["W"], ch["h"]
-    r_lat, r_ap, gap = ch["r_lat"], ch["r_ap"], ch["gap"]
-    discs, bodies = ch["discs"], ch["bodies"]
-    sac_c, sac_phi = ch["sacrum"]
-    Dd = np.append((D[:-1] + D[1:]) / 2, D[-1])
-    Wd = np.append((W[:-1] + W[1:]) / 2, W[-1])
     nar6 = np.hstack([np.full((len(CONDITIONS), 1), 0.05), nar])  # + T12/L1, never labelled
-    ci = {c: i for i, c in enumerate(CONDITIONS)}
+    disc_d = np.append((ch["D"][:-1] + ch["D"][1:]) / 2, ch["D"][-1])
     out, marks = [], {}
 
     def add(tissue, c, ph, half, p=2, q=2, intensity=None):
         out.append((tissue, c, ph, half, p, q, intensity))
 
-    # 1. posterior elements of each body, sacral alae; facets at each disc
-    for k, (c, ph) in enumerate(bodies):
+    foramina = _posterior_elements(ch, disc_d, add)
+    _discs_and_bodies(ch, disc_d, nar6, rng, add)
+    cc = _canal(ch, disc_d, add)
+    _recesses_and_canal_indents(ch, nar6, cc, add, marks)
+    _foramina(ch, nar6, foramina, add, marks)
+    return out, marks
+
+
+_FORAMEN_HALF = np.array([5.0, 4.5, 8.5])  # foramen half sizes (lateral, AP, SI) per unit of scale
+
+
+def _posterior_elements(ch, disc_d, add) -> list:
+    """1. posterior elements of each body, sacral alae; facets at each disc. Returns the foramina."""
+    s, H, D, gap, r_lat, r_ap = ch["s"], ch["H"], ch["D"], ch["gap"], ch["r_lat"], ch["r_ap"]
+    sac_c, sac_phi = ch["sacrum"]
+    for k, (c, ph) in enumerate(ch["bodies"]):
         f, co = _frame(ph), D[k] / 2 + gap + r_ap
         for sd in (1, -1):
             add("post_bone", c + sd * (r_lat + 5 * s) * f[0] + (D[k] / 2 + co) / 2 * f[1] + 3 * s * f[2],
@@ -180,32 +188,46 @@ def _primitives(ch, nar, rng):
     add("post_bone", sac_c - 6 * s * fs[2] + 4 * s * fs[1], sac_phi, (52 * s, D[-1] / 2, 18 * s), 4, 2)
     add("post_bone", sac_c + (D[-1] / 2 + gap + 2 * r_ap + 3 * s) * fs[1], sac_phi,
         (r_lat + 8 * s, 4 * s, 22 * s), 4, 4)
-    fh = np.array([5.0, 4.5, 8.5]) * s  # foramen half sizes (lateral, AP, SI)
+    fh = _FORAMEN_HALF * s
     foramina = []
-    for k, (c, ph) in enumerate(discs):
+    for k, (c, ph) in enumerate(ch["discs"]):
         f = _frame(ph)
         for sd, cond in ((1, LEFT_NFN), (-1, RIGHT_NFN)):
-            fc = c + sd * (r_lat + 8 * s) * f[0] + (Dd[k] / 2 + 1 + fh[1]) * f[1] + 3 * s * f[2]
+            fc = c + sd * (r_lat + 8 * s) * f[0] + (disc_d[k] / 2 + 1 + fh[1]) * f[1] + 3 * s * f[2]
             add("post_bone", fc + (fh[1] + 6 * s) * f[1] - sd * 1.0 * f[0], ph, (6 * s, 6 * s, 9 * s))
             foramina.append((k, ph, sd, cond, fc))
+    return foramina
 
-    # 2. discs, then bodies (S1 wide, S2 bent back) painted over the disc margins
-    for k, (c, ph) in enumerate(discs):
+
+def _discs_and_bodies(ch, disc_d, nar6, rng, add) -> None:
+    """2. discs, then bodies (S1 wide, S2 bent back) painted over the disc margins."""
+    s, H, D, W, h = ch["s"], ch["H"], ch["D"], ch["W"], ch["h"]
+    sac_c, sac_phi = ch["sacrum"]
+    fs = _frame(sac_phi)
+    Wd = np.append((W[:-1] + W[1:]) / 2, W[-1])
+    for k, (c, ph) in enumerate(ch["discs"]):
         t2 = float(np.clip(rng.uniform(0.62, 0.86) - 0.35 * nar6[:, k].mean(), 0.3, 0.9))
-        add("annulus", c, ph, (Wd[k] / 2, Dd[k] / 2 + 0.5 * s, h[k] / 2 + 1.0), q=4)
-        add("nucleus", c + 1.0 * _frame(ph)[1], ph, (Wd[k] * 0.3, Dd[k] * 0.28, h[k] * 0.3),
+        add("annulus", c, ph, (Wd[k] / 2, disc_d[k] / 2 + 0.5 * s, h[k] / 2 + 1.0), q=4)
+        add("nucleus", c + 1.0 * _frame(ph)[1], ph, (Wd[k] * 0.3, disc_d[k] * 0.28, h[k] * 0.3),
             intensity=(TISSUES["nucleus"][0], t2, t2 * 1.05))
     s2_phi = sac_phi - np.radians(25)
     s2_c = sac_c - fs[2] * 15 * s - _frame(s2_phi)[2] * 15 * s
-    for c, ph, hh, dd, ww in [(c, ph, H[k], D[k], W[k]) for k, (c, ph) in enumerate(bodies)] + [
+    for c, ph, hh, dd, ww in [(c, ph, H[k], D[k], W[k]) for k, (c, ph) in enumerate(ch["bodies"])] + [
             (sac_c, sac_phi, 30 * s, D[-1], W[-1] * 1.05), (s2_c, s2_phi, 28 * s, D[-1] * 0.8, W[-1] * 0.85)]:
         add("cortex", c, ph, (ww / 2, dd / 2, hh / 2), q=6)
         add("marrow", c, ph, (ww / 2 - 1.3, dd / 2 - 1.3, hh / 2 - 1.0), q=6)
 
-    # 3. the canal: epidural fat sleeve, CSF tube, conus; centre points from above T12 into the sacrum
+
+def _canal(ch, disc_d, add) -> list:
+    """3. the canal: epidural fat sleeve, CSF tube, conus. Returns its centre points (point, scale)
+    from above T12 into the sacrum."""
+    s, D, gap, r_lat, r_ap = ch["s"], ch["D"], ch["gap"], ch["r_lat"], ch["r_ap"]
+    bodies, discs = ch["bodies"], ch["discs"]
+    sac_c, sac_phi = ch["sacrum"]
+    fs = _frame(sac_phi)
     pts = [(bodies[0][0] + _frame(bodies[0][1])[2] * 30 * s, bodies[0][1], D[0], 1.0)]
     for k in range(6):
-        pts += [(bodies[k][0], bodies[k][1], D[k], 1.0), (discs[k][0], discs[k][1], Dd[k], 1.0)]
+        pts += [(bodies[k][0], bodies[k][1], D[k], 1.0), (discs[k][0], discs[k][1], disc_d[k], 1.0)]
     pts += [(sac_c, sac_phi, D[-1], 0.85), (sac_c - fs[2] * 22 * s, sac_phi, D[-1], 0.55)]
     cc = [(p + _frame(ph)[1] * (dd / 2 + gap + r_ap * sc), sc) for p, ph, dd, sc in pts]
     for tissue, grow, back in (("fat", 2.0 * s, 1.0 * s), ("csf", 0.0, 0.0)):
@@ -214,9 +236,14 @@ def _primitives(ch, nar, rng):
             add(tissue, *_segment(a, b, (r_lat * sc + grow, r_ap * sc + grow), back))
     add("nerve", *_segment(cc[0][0], cc[2][0], (4.5 * s, 3.5 * s), 0.0))
     add("nerve", *_segment(cc[2][0], cc[2][0] + (cc[3][0] - cc[2][0]) * 0.3, (4.5 * s, 3.5 * s), 0.0)[:3], q=2)
+    return cc
 
-    # 4. lateral recesses (CSF) and their filling from behind; the canal indented at each disc
-    for k, (c, ph) in enumerate(discs):
+
+def _recesses_and_canal_indents(ch, nar6, cc, add, marks) -> None:
+    """4. lateral recesses (CSF) and their filling from behind; the canal indented at each disc."""
+    s, h, r_lat, r_ap = ch["s"], ch["h"], ch["r_lat"], ch["r_ap"]
+    ci = {c: i for i, c in enumerate(CONDITIONS)}
+    for k, (c, ph) in enumerate(ch["discs"]):
         f = _frame(ph)
         cd = cc[2 + 2 * k][0]
         for sd, cond in ((1, LEFT_SS), (-1, RIGHT_SS)):
@@ -233,7 +260,12 @@ def _primitives(ch, nar, rng):
         if k > 0:
             marks[(SPINAL, LEVELS[k - 1])] = cd
 
-    # 5. foramina last (lateral of everything above): fat, root, disc-osteophyte in front, facet behind
+
+def _foramina(ch, nar6, foramina, add, marks) -> None:
+    """5. foramina last (lateral of everything above): fat, root, disc-osteophyte in front, facet behind."""
+    s = ch["s"]
+    fh = _FORAMEN_HALF * s
+    ci = {c: i for i, c in enumerate(CONDITIONS)}
     for k, ph, sd, cond, fc in foramina:
         f = _frame(ph)
         n = nar6[ci[cond], k]
@@ -243,7 +275,6 @@ def _primitives(ch, nar, rng):
         add("post_bone", fc + (fh[1] * (1 - n) + 3.5 * s) * f[1], ph, (5.5 * s, 3.5 * s, 10 * s))
         if k > 0:
             marks[(cond, LEVELS[k - 1])] = fc
-    return out, marks
 
 
 def _segment(a, b, radii, back):

@@ -33,8 +33,8 @@ import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from ..core.geometry import orientation_axes, patient_to_pixel, slice_normal
-from ..core.schema import (AX_T2, CONDITION_VIEW, CONDITIONS, LEFT_NFN, LEFT_SS, LEVELS, RIGHT_NFN, RIGHT_SS,
-                           SAG_T1, SAG_T2, SPINAL, VIEWS)
+from ..core.schema import (AX_T2, CONDITION_VIEW, CONDITIONS, LEFT_NFN, LEFT_SS, LEVELS, RIGHT_NFN, RIGHT_SS, SAG_T1,
+                           SAG_T2, SPINAL, VIEWS)
 from .phantom import StudyAnatomy
 
 SAGITTAL_IOP = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)

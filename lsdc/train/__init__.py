@@ -1,4 +1,6 @@
-"""Training: the loop (``train``, ``train_folds``), the shared ``train_step``, folds and checkpoints.
+"""Training: the loop (``train``, ``train_folds``: loop.py) over one epoch's steps (epoch.py), validation
+(evaluate.py), the fold's records (fold_log.py) and checkpoints (checkpoint.py); the shared ``train_step``
+(step.py) and folds.
 
 ``train(cfg, store, view, fold, out_dir)`` trains one fold and returns the best epoch's validation
 summary (balanced_accuracy, recall, score of the view's official terms, ...); ``train_views`` does

@@ -9,12 +9,15 @@ A checkpoint is one dict of tensors and plain Python values (no pickled classes)
     rng          one entry per rank: {"python": [...], "numpy": [...], "torch": tensor, "cuda": [tensors]}
     epoch        last finished epoch (0-based); the resumed run starts at epoch + 1
     step         optimizer steps taken so far
-    best         {"epoch", "value", "gate_ok"} of the best epoch so far (see loop.is_better)
+    best         {"epoch", "value", "gate_ok"} of the best epoch so far (see evaluate.is_better)
     bad_epochs   epochs since the best one improved (early-stopping counter)
     config       the resolved Config as a plain dict (Config.to_dict())
     meta         {"view", "fold", "in_chans", "two_sided", "lsdc_checkpoint_version"}
 
 ``best.pt`` has the same layout as ``last.pt``; :func:`load_model` rebuilds a model for prediction.
+:class:`CheckpointSaver` writes both during training and resumes from ``last.pt``. Every lsdc
+checkpoint, the localiser's ``localizer.pt`` included, goes through :func:`save_checkpoint` (atomic)
+and :func:`load_checkpoint` (``weights_only``, version-checked).
 """
 from __future__ import annotations
 
@@ -25,11 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.config import Config, config_from_dict
+from ..core.config import Config
 from ..core.errors import InputError
+from ..core.overrides import config_from_dict
 from ..model import create_model
+from . import distributed as dist
+from .evaluate import is_better
 
 CHECKPOINT_VERSION = 1
+LAST_FILE, BEST_FILE = "last.pt", "best.pt"
 
 
 def rng_state() -> dict:
@@ -65,28 +72,89 @@ def bare(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def save_checkpoint(path, payload: dict) -> Path:
+    """Write ``payload`` atomically (temporary file + rename): a crash never leaves half a checkpoint.
+    The one writer of every lsdc checkpoint: the classifier's best.pt / last.pt and the localiser's."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path, map_location="cpu", *, version_key: str, version: int, what: str = "checkpoint") -> dict:
+    """The dict :func:`save_checkpoint` wrote, loaded with ``weights_only=True``; its
+    ``meta[version_key]`` must be ``version`` (an InputError naming ``what`` otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    found = ckpt.get("meta", {}).get(version_key)
+    if found != version:
+        raise InputError(f"{path}: {what} version {found!r}, this lsdc reads {version}")
+    return ckpt
+
+
 def save(path, *, model, optimizer, scheduler, scaler, rng: list, epoch: int, step: int, best: dict,
          bad_epochs: int, cfg: Config, meta: dict) -> None:
-    """Write atomically (temporary file + rename): a crash never leaves half a checkpoint."""
-    path = Path(path)
-    obj = {"model": bare(model).state_dict(), "optimizer": optimizer.state_dict(),
-           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-           "rng": rng, "epoch": int(epoch), "step": int(step), "best": dict(best), "bad_epochs": int(bad_epochs),
-           "config": cfg.to_dict(), "meta": {**meta, "lsdc_checkpoint_version": CHECKPOINT_VERSION}}
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """A classifier checkpoint (the layout in the module docstring), written atomically."""
+    save_checkpoint(path, {
+        "model": bare(model).state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng, "epoch": int(epoch), "step": int(step), "best": dict(best), "bad_epochs": int(bad_epochs),
+        "config": cfg.to_dict(), "meta": {**meta, "lsdc_checkpoint_version": CHECKPOINT_VERSION}})
 
 
 def load(path, map_location="cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    version = ckpt.get("meta", {}).get("lsdc_checkpoint_version")
-    if version != CHECKPOINT_VERSION:
-        raise InputError(f"{path}: checkpoint version {version!r}, this lsdc reads {CHECKPOINT_VERSION}")
-    return ckpt
+    return load_checkpoint(path, map_location, version_key="lsdc_checkpoint_version", version=CHECKPOINT_VERSION)
+
+
+class CheckpointSaver:
+    """One fold's ``best.pt`` and ``last.pt`` (timm's CheckpointSaver, cut down). It keeps the best
+    epoch so far (:func:`is_better`) and the early-stopping counter, saves them with the model,
+    optimizer, scheduler, scaler and every rank's RNG, and restores all of it on resume."""
+
+    def __init__(self, fold_dir, s, cfg: Config, meta: dict, d: dist.Dist):
+        self.last_path, self.best_path = Path(fold_dir) / LAST_FILE, Path(fold_dir) / BEST_FILE
+        self.s, self.cfg, self.meta, self.d = s, cfg, meta, d  # s: the training Step (step.py)
+        self.best, self.bad_epochs = None, 0
+
+    def resume(self) -> tuple[int, int]:
+        """Restore everything from last.pt; returns (the epoch to start at, optimizer steps taken)."""
+        s = self.s
+        ck = load(self.last_path, map_location=s.device)
+        bare(s.model).load_state_dict(ck["model"])
+        s.optimizer.load_state_dict(ck["optimizer"])
+        s.scheduler.load_state_dict(ck["scheduler"])
+        if s.scaler is not None and ck["scaler"] is not None:
+            s.scaler.load_state_dict(ck["scaler"])
+        self.best, self.bad_epochs = ck["best"], ck["bad_epochs"]
+        rng = ck["rng"]
+        set_rng_state(rng[self.d.rank] if len(rng) == self.d.world else rng[0])
+        return ck["epoch"] + 1, ck["step"]
+
+    def update(self, epoch: int, val: dict, metric: str) -> bool:
+        """Whether the epoch with validation metrics ``val`` is the new best (else one more bad epoch)."""
+        cand = {"epoch": epoch, "value": val[metric], "gate_ok": not val["dead_classes"]}
+        improved = is_better(cand, self.best, metric)
+        self.best, self.bad_epochs = (cand, 0) if improved else (self.best, self.bad_epochs + 1)
+        return improved
+
+    def out_of_patience(self, patience: int) -> bool:
+        return bool(patience and self.bad_epochs >= patience)
+
+    def save(self, epoch: int, step: int, improved: bool) -> None:
+        """last.pt, and best.pt too when ``improved``; the main rank writes (every rank must call:
+        the RNG states are gathered, so a resumed DDP run continues exactly)."""
+        rng = dist.gather(rng_state(), self.d)
+        if not self.d.main:
+            return
+        s = self.s
+        state = dict(model=s.model, optimizer=s.optimizer, scheduler=s.scheduler, scaler=s.scaler, rng=rng,
+                     epoch=epoch, step=step, best=self.best, bad_epochs=self.bad_epochs, cfg=self.cfg, meta=self.meta)
+        if improved:
+            save(self.best_path, **state)
+        save(self.last_path, **state)
 
 
 def load_model(path, device="cpu") -> tuple[torch.nn.Module, Config, dict]:

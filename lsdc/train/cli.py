@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..core.cli import accept_overrides  # noqa: F401  (re-exported for older imports)
-from ..core.config import load_config
 from ..core.errors import InputError
+from ..core.overrides import accept_overrides, load_config
 from ..core.schema import VIEWS
 
 
@@ -32,8 +31,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--config", default=None, help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/fold{K}/last.pt (finished folds are kept)")
-    p.add_argument("--data-dir", default=None, help="raw DICOM folder (only for --loader.backend=dicom)")
-    accept_overrides(p)
+    accept_overrides(p, ("train", "model", "loader"))
 
 
 def run(args) -> int:
@@ -43,14 +41,14 @@ def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     try:
         if args.fold == "all":
-            out = train_folds(cfg, args.store, args.view, args.out, args.resume, args.data_dir)
+            out = train_folds(cfg, args.store, args.view, args.out, args.resume)
             res = out["oof"] or out["folds"][-1]  # None while a fold is unfinished (train.epochs_per_run)
         else:
             try:
                 fold = int(args.fold)
             except ValueError:
                 raise InputError(f"--fold must be a number or 'all', got {args.fold!r}") from None
-            res = train(cfg, args.store, args.view, fold, args.out, args.resume, args.data_dir)
+            res = train(cfg, args.store, args.view, fold, args.out, args.resume)
     finally:
         distributed.cleanup()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -1,4 +1,5 @@
-"""Validation: outputs gathered over ranks (each row once), the epoch's metrics, the best-epoch rule.
+"""Validation (timm's ``validate``): outputs gathered over ranks (each row once), the epoch's metrics
+and the view's score beside the yardstick (prior, ceiling, skill), and the best-epoch rule.
 
 Best epoch and the dead-class gate: an epoch is "gate ok" when no class present in the validation
 fold has recall < train.min_recall (the seed kept checkpoints only with Moderate and Severe alive).
@@ -8,19 +9,54 @@ with a dead class is kept as best only while no epoch so far has passed the gate
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..core.config import TrainConfig
+from ..metric.baselines import fit_prior
 from ..metric.classification import epoch_metrics
 from ..model import class_weighted_ce
+from ..store.reader import read_index
 from . import distributed as dist
 from . import report
+from .folds import split_rows
 from .step import Step, loader_batches, model_inputs
 
 HIGHER_IS_BETTER = {"balanced_accuracy": True, "score": False, "val_loss": False}
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """One fold of one view: the store's index, its training and validation rows, and the yardstick's
+    prior (fitted on the training rows) and oracle (None where the data came without one)."""
+    view: str
+    fold: int
+    index: pd.DataFrame
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    prior: pd.DataFrame
+    oracle: pd.DataFrame | None
+
+    @classmethod
+    def of(cls, store, view: str, fold: int, tcfg: TrainConfig) -> "FoldData":
+        index = read_index(store, view)
+        train_rows, val_rows = split_rows(index, tcfg.folds, tcfg.seed, fold)
+        prior = fit_prior(index.iloc[train_rows], report.PRIOR_PSEUDOCOUNT)
+        return cls(view, fold, index, train_rows, val_rows, prior, report.oracle_of(store))
+
+
+def validate(s: Step, loader, d: dist.Dist, data: FoldData, tcfg: TrainConfig) -> tuple[dict, pd.DataFrame, dict]:
+    """One validation pass: (the epoch's validation metrics with the yardstick's prior, ceiling and
+    skill scores, the per-row prediction frame, the raw outputs of :func:`evaluate` for the plots)."""
+    ev = evaluate(s, loader, d)
+    val, pred = epoch_record(data.view, ev, data.index, data.fold, tcfg)
+    refs = report.references(data.view, pred, val, data.prior, data.oracle)
+    val.update(prior=refs["prior"]["score"], ceiling=(refs["ceiling"] or {}).get("score"),
+               skill=refs["skill"]["score"])
+    return val, pred, ev
 
 
 @torch.no_grad()

@@ -23,7 +23,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..core.schema import BLANK, GROUP_OF, LABEL_COLUMNS, SEVERITIES, SPINAL, VIEW_CONDITIONS, label_column  # noqa: E402
+from ..core.schema import (  # noqa: E402
+    BLANK,
+    GROUP_OF,
+    LABEL_COLUMNS,
+    SEVERITIES,
+    SPINAL,
+    VIEW_CONDITIONS,
+    label_column,
+)
 from ..metric.official import predictions_to_submission, score_frames  # noqa: E402
 
 PROBS = ("p0", "p1", "p2")
@@ -163,7 +171,7 @@ def oracle_of(store) -> pd.DataFrame | None:
     """The oracle submission of the store's training studies, where the data came with one (synth
     writes ``train_oracle.csv`` beside ``train.csv``; the real data has none)."""
     from ..core.readers import read_sample_submission
-    from ..preprocess.store import open_root
+    from ..store.reader import open_root
     labels = open_root(store).attrs.get("inputs", {}).get("labels")
     path = Path(labels).parent / ORACLE_FILE if labels else None
     return read_sample_submission(path) if path is not None and path.is_file() else None

@@ -7,17 +7,16 @@ CPU) and the optional torch.compile / DDP wrappers. ``train_step`` runs one opti
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..core.config import Config, TrainConfig
-from ..core.errors import InputError
 from ..core.schema import SPINAL, VIEW_CONDITIONS, VIEW_SIDES
 from ..model import channels_last_5d, create_model, param_groups, total_loss
 from . import distributed as dist
+from .schedule import lr_lambda
 
 
 @dataclass
@@ -33,22 +32,6 @@ class Step:
     amp_dtype: torch.dtype | None
     two_sided: bool
     spinal: bool  # add the any-severe term (spinal-canal view only)
-
-
-def resolve_device(tcfg: TrainConfig) -> str:
-    if tcfg.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("train.device=cuda but no CUDA device is visible")
-    return "cuda" if tcfg.device == "cuda" or (tcfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-
-
-def lr_lambda(warmup_steps: int, total_steps: int):
-    """Factor of each group's peak lr: linear warm-up, then cosine decay to zero at total_steps."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
 
 
 def build_step(cfg: Config, view: str, steps_per_epoch: int, device: torch.device,

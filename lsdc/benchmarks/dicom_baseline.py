@@ -6,7 +6,8 @@ the rescale, min-max normalises each slice, crops a square of crop_mm in pixels 
 around (x, y) and resizes it to out_px. What it keeps from the seed is the cost model (nothing cached:
 a directory listing and one pydicom decode per slice, per sample, per epoch); it drops CLAHE (OpenCV is
 not a dependency) and augmentation, which only makes it faster, so speed-ups measured against it are
-conservative. Training uses the store-backed backends.
+conservative. It is not a training backend: ``lsdc bench loader --data`` builds it with
+:func:`create_dicom_loader`.
 """
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.config import Config
 from ..core.errors import InputError
-from .augment import norm_constants
-from .batching import META_KEYS, EpochPlan, PlannedLoader
+from ..loaders.augment import norm_constants
+from ..loaders.base import Loader
+from ..loaders.batching import META_KEYS, EpochPlan
+from ..loaders.factory import epoch_plan
+from ..store.reader import read_index
 
 IMAGES_DIRS = ("train_images", "test_images")
 
@@ -75,7 +80,7 @@ class _DicomDataset(Dataset):
         return torch.from_numpy(out)
 
 
-class DicomLoader(PlannedLoader):
+class DicomLoader(Loader):
     """Iterable of batch dicts like the store backends; ``len`` = steps per epoch."""
 
     backend = "dicom"
@@ -89,3 +94,10 @@ class DicomLoader(PlannedLoader):
         workers = min(self.workers, len(self.plan))
         yield from DataLoader(self.dataset, batch_size=self.plan.batch_size, sampler=order, num_workers=workers,
                               multiprocessing_context=self.mp_context if workers else None)
+
+
+def create_dicom_loader(cfg: Config, store, view: str, data_dir, rows=None, rank: int = 0, world: int = 1,
+                        mp_context: str | None = None) -> DicomLoader:
+    """The seed-style loader over the same epoch plan (a training epoch) a store backend would read."""
+    plan = epoch_plan(cfg, store, view, rows, train=True, rank=rank, world=world)
+    return DicomLoader(plan, read_index(store, view), data_dir, cfg.loader.channels, cfg.loader.workers, mp_context)

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.config import load_config
+from ..core.overrides import accept_overrides, load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from ..train.cli import accept_overrides
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = __doc__
     p.add_argument("store", help="the store written by `lsdc preprocess` (train split)")
     p.add_argument("--out", required=True, help="localiser directory")
     p.add_argument("--config", default=None, help="YAML config file")
     p.add_argument("--no-progress", action="store_true")
-    accept_overrides(p)
+    accept_overrides(p, ("localizer",))
 
 
 def run(args) -> int:
-    from .localizer_train import train_localizer
+    from .train import train_localizer
     m = train_localizer(args.store, args.out, load_config(args.config, args.overrides), progress=not args.no_progress)
     if "median_error_mm" in m:
         print(f"held-out: median error {m['median_error_mm']:.2f} mm, slice exact {m['slice_exact']:.1%}, "

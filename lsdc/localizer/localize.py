@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 
 from ..core.errors import InputError
-from .localizer_data import KEYPOINTS, MIRROR, VIEW_KEYPOINTS, VolumeGeom, load_volumes
-from .localizer_model import create_localizer, decode
+from ..train.checkpoint import load_checkpoint, save_checkpoint
+from .data import KEYPOINTS, MIRROR, VIEW_KEYPOINTS, VolumeGeom, load_volumes
+from .model import create_localizer, decode
 
 MODEL_FILE = "localizer.pt"
 METRICS_FILE = "localizer.json"
@@ -89,23 +90,17 @@ class Localizer:
 def save_localizer(out_dir, models: list, meta: dict, cfg_dict: dict) -> Path:
     path = Path(out_dir) / MODEL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    obj = {"models": [m.state_dict() for m in models], "meta": {**meta, "lsdc_localizer_version": LOCALIZER_VERSION},
-           "config": cfg_dict}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-    return path
+    return save_checkpoint(path, {"models": [m.state_dict() for m in models],
+                                  "meta": {**meta, "lsdc_localizer_version": LOCALIZER_VERSION}, "config": cfg_dict})
 
 
 def load_localizer(loc_dir, device: str = "cpu") -> Localizer:
     path = Path(loc_dir) / MODEL_FILE
     if not path.is_file():
         raise InputError(f"{path}: no localiser here; run `lsdc train-localizer STORE --out {loc_dir}` first")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_checkpoint(path, "cpu", version_key="lsdc_localizer_version", version=LOCALIZER_VERSION,
+                          what="localiser")
     meta = obj["meta"]
-    if meta.get("lsdc_localizer_version") != LOCALIZER_VERSION:
-        raise InputError(f"{path}: localiser version {meta.get('lsdc_localizer_version')!r}, "
-                         f"this lsdc reads {LOCALIZER_VERSION}")
     models = []
     for sd in obj["models"]:
         models.append(create_localizer(meta["in_slices"], len(meta["keypoints"]), meta["width"], meta["stride"]))

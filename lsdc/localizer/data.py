@@ -23,7 +23,7 @@ import pandas as pd
 from ..core import geometry
 from ..core.errors import InputError
 from ..core.schema import LEFT_NFN, LEVELS, RIGHT_NFN, SAG_T1, SAG_T2, SPINAL
-from ..preprocess.store import read_index, read_volume_index, volumes_array
+from ..store.reader import read_index, read_volume_index, volumes_array
 
 KEYPOINTS = tuple((c, lv) for c in (SPINAL, LEFT_NFN, RIGHT_NFN) for lv in LEVELS)
 KEYPOINT_INDEX = {kp: i for i, kp in enumerate(KEYPOINTS)}
@@ -153,7 +153,7 @@ class LocSet:
 
 def volume_shape(store) -> tuple[int, int]:
     """(volume_slices, volume_px) of the store's sagittal volumes."""
-    from ..preprocess.store import store_preprocess_config
+    from ..store.reader import store_preprocess_config
     p = store_preprocess_config(store)
     return p.volume_slices, p.volume_px
 

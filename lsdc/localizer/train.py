@@ -27,11 +27,14 @@ from tqdm import tqdm
 from ..core.config import Config
 from ..core.errors import InputError
 from ..core.schema import AX_T2, CONDITION_VIEW, LEVELS, SAG_T1, SAG_T2, SPINAL
-from ..preprocess.store import read_index, store_preprocess_config
+from ..store.reader import read_index, store_preprocess_config
+from ..train.device import resolve_device
+from ..train.epoch import LOG_EVERY, read_back
+from ..train.schedule import lr_lambda
 from . import project
+from .data import KEYPOINTS, MIRROR, LocSet, load_locset
 from .localize import METRICS_FILE, Localizer, localize_items, save_localizer
-from .localizer_data import KEYPOINTS, MIRROR, LocSet, load_locset
-from .localizer_model import create_localizer, grid_coords, heatmap_loss
+from .model import create_localizer, grid_coords, heatmap_loss
 
 HELDOUT_FILE = "heldout_keypoints.csv"
 
@@ -165,18 +168,6 @@ def axial_metrics(store, offsets: dict, canal_points: dict, foramina: dict, stud
 
 
 # -- training -------------------------------------------------------------------------------------
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("localizer.loc_device=cuda but no CUDA device is visible")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def fit(data: LocSet, items: np.ndarray, cfg: Config, device: torch.device, progress: bool = True,
         seed: int = 0) -> torch.nn.Module:
     """Train a fresh LocNet on ``items`` of ``data``; returns it in eval mode."""
@@ -189,8 +180,9 @@ def fit(data: LocSet, items: np.ndarray, cfg: Config, device: torch.device, prog
     opt = torch.optim.AdamW(model.parameters(), lr=lc.loc_lr, weight_decay=lc.loc_weight_decay)
     steps_per_epoch = math.ceil(len(items) / lc.loc_batch_size)
     total = lc.loc_epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps_per_epoch, total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch, total))
     bar = tqdm(total=total, desc="localiser", unit="step", disable=not progress)
+    pending = []  # detached step losses not yet read back
     model.train()
     for epoch in range(lc.loc_epochs):
         order = rng.permutation(items)
@@ -208,7 +200,9 @@ def fit(data: LocSet, items: np.ndarray, cfg: Config, device: torch.device, prog
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            pending.append(loss.detach())
+            if len(pending) >= LOG_EVERY:  # one host-device sync per LOG_EVERY steps, not per step
+                bar.set_postfix(epoch=epoch, loss=f"{read_back(pending)[-1]:.3f}")
             bar.update()
     bar.close()
     return model.eval()
@@ -247,7 +241,7 @@ def train_localizer(store, out_dir, cfg: Config | None = None, progress: bool = 
     hold = lc.loc_holdout_fold
     train_items = labelled[item_fold[labelled] != hold]
     val_items = labelled[item_fold[labelled] == hold] if hold >= 0 else np.zeros(0, np.int64)
-    device = _device(lc.loc_device)
+    device = torch.device(resolve_device(lc.loc_device, "localizer.loc_device"))
     print(f"localiser: {len(train_items)} train / {len(val_items)} held-out series "
           f"({data.volumes.shape[1]} x {data.volumes.shape[2]} px volumes), {lc.loc_epochs} epochs on {device}",
           flush=True)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 def _cbr(cin: int, cout: int, stride: int = 1, dil: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dil, dilation=dil, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))

@@ -1,12 +1,5 @@
-"""`lsdc demo --out DIR`: the whole job on a built-in synthetic dataset, every artefact under DIR.
-
-synth -> preprocess -> train (each view, one fold) -> bench (loader, step) -> profile -> train the
-localiser -> predict the synthetic test studies -> score -> predict again at the true points (what the
-localiser costs end to end), ending with a summary table of what it measured (also
-DIR/summary.json), with every score beside the prior and the noise ceiling (skill). Demo scale: a
-2-core CPU finishes it in under 10 minutes: it converts at ``out_px`` 48 and trains a tiny convnext
-(DEMO_OVERRIDES; the spinal view for ``epochs``, the two-sided views for half of that); your own
-``--key=value`` overrides win.
+"""The whole job end to end on a built-in synthetic dataset: :func:`demo` (the `lsdc demo` verb:
+lsdc.demo.cli, whose docstring lists the stages).
 """
 from __future__ import annotations
 
@@ -14,12 +7,12 @@ import dataclasses
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .core.cli import accept_overrides
-from .core.config import Config, load_config
-from .core.errors import InputError
-from .core.schema import SAG_T2, VIEWS
+from ..core.config import Config
+from ..core.overrides import load_config
+from ..core.schema import SAG_T2, VIEWS
 
 DEMO_STUDIES = 48
 DEMO_TEST_STUDIES = 24  # the score gap (predicted vs true points) is noise-limited below ~20 studies
@@ -36,6 +29,21 @@ DEMO_OVERRIDES = [f"--preprocess.{v}.out_px=48" for v in VIEWS] + [
     # the localiser at its defaults (three ensemble members): with two, the demo ran 6 min 22 s and lost
     # 0.029 of score to localisation (skill 0.40 with predicted points, 0.45 at the true ones)
     "--loc_epochs=40"]
+
+
+@dataclass(frozen=True)
+class DemoBench:
+    """How long the demo's benchmark stages measure: `bench loader` (``repeats``, ``min_samples``,
+    ``dicom_samples``: its flags), `bench step` and `profile` (``steps`` timed after ``warmup``, and
+    ``trace_steps`` traced by the profiler). The defaults are the demo's own; smaller ones make a smoke
+    run of the same stages (`lsdc demo --bench-FIELD N`)."""
+
+    repeats: int = 3
+    min_samples: int = 500
+    dicom_samples: int = 48
+    steps: int = 10
+    warmup: int = 3
+    trace_steps: int = 3
 
 
 class Summary:
@@ -66,23 +74,19 @@ def _stage(summary: Summary, stage: str, fn, *args, **kwargs):
     return out
 
 
-def _bench_loader(store, data, out_json) -> list:
-    from .core.cli import main
+def _bench_loader(store, data, out_json, sizes: DemoBench) -> list:
+    from ..core.cli import main
     if main(["bench", "loader", "--store", str(store), "--data", str(data), "--json", str(out_json),
-             "--repeats", "3", "--min-samples", "500", "--dicom-samples", "48"]) != 0:
+             "--repeats", str(sizes.repeats), "--min-samples", str(sizes.min_samples),
+             "--dicom-samples", str(sizes.dicom_samples)]) != 0:
         raise RuntimeError("bench loader failed")
     return json.loads(Path(out_json).read_text())
 
 
 def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STUDIES, seed: int = DEMO_SEED,
-         cfg: Config | None = None, workers: int | None = None) -> dict:
-    from .benchmarks.profile import profile
-    from .benchmarks.step_bench import bench_step
-    from .inference.localizer_train import train_localizer
-    from .inference.predict import predict
-    from .preprocess.convert import preprocess
-    from .synth.generate import synth
-    from .train.loop import train
+         cfg: Config | None = None, workers: int | None = None, bench: DemoBench = DemoBench()) -> dict:
+    from ..preprocess.convert import preprocess
+    from ..synth.generate import synth
 
     cfg = cfg or load_config(None, DEMO_OVERRIDES)
     out = Path(out_dir)
@@ -101,6 +105,18 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
         s.add("preprocess", f"{view} samples", c["samples"])
     s.add("preprocess", "skipped (see store/report.json)", len(rep["skipped"]))
 
+    runs = _train_views(s, cfg, store, out)
+    _benchmarks(s, cfg, store, data, out, bench)
+    _predict_and_score(s, cfg, store, data, out, runs, workers)
+
+    (out / "summary.json").write_text(json.dumps(s.values, indent=1, default=str))
+    print("\n" + s.table())
+    return s.values
+
+
+def _train_views(s: Summary, cfg: Config, store: Path, out: Path) -> list:
+    """One fold of each view; the run directories."""
+    from ..train.loop import train
     runs = []
     for view in VIEWS:
         # the spinal view gets the full schedule (its BA is the demo's learning check); the two
@@ -113,19 +129,31 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
         s.add(f"train {view}", "balanced accuracy (fold 0)", float(res["balanced_accuracy"]))
         s.add(f"train {view}", "recall N/M/S", " / ".join(f"{r:.2f}" for r in res["recall"]))
         s.add(f"train {view}", "official score terms (fold 0)", float(res["score"]))
+    return runs
 
-    rows = _stage(s, "bench loader", _bench_loader, store, data, out / "bench_loader.json")
+
+def _benchmarks(s: Summary, cfg: Config, store: Path, data: Path, out: Path, bench: DemoBench) -> None:
+    """bench loader, bench step and profile, at the sizes of ``bench``."""
+    from ..benchmarks.profile import profile
+    from ..benchmarks.step_bench import bench_step
+    rows = _stage(s, "bench loader", _bench_loader, store, data, out / "bench_loader.json", bench)
     for r in rows:
         s.add("bench loader", f"{r['backend']}{' +aug' if r['augment'] else ''} ({r['workers']} workers) samples/s",
               round(r["samples_per_s"], 1))
-    step = _stage(s, "bench step", bench_step, cfg, SAG_T2, 10, 3, store)
+    step = _stage(s, "bench step", bench_step, cfg, SAG_T2, bench.steps, bench.warmup, store)
     (out / "bench_step.json").write_text(json.dumps(step, indent=1))
     s.add("bench step", "model-only samples/s", round(step["samples_per_s"], 1))
-    prof = _stage(s, "profile", profile, cfg, store, SAG_T2, 10, 3, 3, out / "profile")
+    prof = _stage(s, "profile", profile, cfg, store, SAG_T2, bench.steps, bench.warmup, bench.trace_steps,
+                  out / "profile")
     (out / "profile.json").write_text(json.dumps(prof, indent=1))
     s.add("profile", f"data-wait share ({prof['backend']})", round(prof["data_wait_share"], 3))
     s.add("profile", "data / compute s per step", f"{prof['data_s_per_step']:.4f} / {prof['compute_s_per_step']:.4f}")
 
+
+def _predict_and_score(s: Summary, cfg: Config, store: Path, data: Path, out: Path, runs: list, workers) -> None:
+    """Train the localiser, predict the test studies, score; predict and score again at the true points."""
+    from ..inference.predict import predict
+    from ..localizer.train import train_localizer
     loc = _stage(s, "localiser", train_localizer, store, out / "localizer", cfg)
     shutil.copy(out / "localizer" / "localizer.json", out / "localizer.json")
     s.add("localiser", "median error mm (held out)", loc.get("median_error_mm"))
@@ -153,17 +181,13 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
     s.add("predict (true coords)", "official score, true coordinates", round(float(score_true["score"]), 4))
     s.add("predict (true coords)", "gap (predicted - true coords)", round(gap, 4))
 
-    (out / "summary.json").write_text(json.dumps(s.values, indent=1, default=str))
-    print("\n" + s.table())
-    return s.values
-
 
 def _axial_stack_exact(data: Path, work: Path, loc_json: Path) -> dict:
     """The share of predicted subarticular points in the labelled point's series and stack (a series
     of angled slabs has one stack per slab), added to localizer.json beside the localiser's figures."""
-    from .core.readers import read_coordinates
-    from .inference.predict import COORDS_FILE
-    from .inference.project import axial_stack_exact
+    from ..core.readers import read_coordinates
+    from ..inference.predict import COORDS_FILE
+    from ..localizer.project import axial_stack_exact
     res = axial_stack_exact(data / "test_images", read_coordinates(work / COORDS_FILE),
                             read_coordinates(data / "test_label_coordinates.csv"))
     loc_json.write_text(json.dumps({**json.loads(loc_json.read_text()), **res}, indent=1))
@@ -173,8 +197,8 @@ def _axial_stack_exact(data: Path, work: Path, loc_json: Path) -> dict:
 def _score(data: Path, submission: Path) -> dict:
     """The official score of a submission beside the prior (the best constant per condition x level,
     fitted on train.csv) and the ceiling (synth's oracle submission, the best any model could do)."""
-    from .metric.baselines import score_report
-    from .train.report import PRIOR_PSEUDOCOUNT
+    from ..metric.baselines import score_report
+    from ..train.report import PRIOR_PSEUDOCOUNT
     oracle = data / "test_oracle.csv"
     return score_report(data / "test_labels.csv", submission, prior_from=data / "train.csv",
                         oracle=oracle if oracle.is_file() else None, pseudocount=PRIOR_PSEUDOCOUNT)
@@ -192,23 +216,3 @@ def _add_yardstick(s: Summary, stage: str, score: dict) -> None:
         s.add(stage, f"{term}: prior / model / ceiling / skill",
               " / ".join(f(r[k]) for k in ("prior", "model", "ceiling", "skill")))
     s.values[stage]["yardstick"] = {t: r for t, r in rows}
-
-
-def configure(p) -> None:
-    accept_overrides(p)
-    p.add_argument("--out", default="demo_out", help="folder for every artefact (default demo_out/)")
-    p.add_argument("--studies", type=int, default=DEMO_STUDIES)
-    p.add_argument("--test-studies", type=int, default=DEMO_TEST_STUDIES)
-    p.add_argument("--seed", type=int, default=DEMO_SEED)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--config", default=None)
-
-
-def run(args) -> int:
-    if args.studies < 10:
-        raise InputError(f"--studies {args.studies}: the demo needs at least 10 studies for its folds")
-    if args.test_studies < 1:
-        raise InputError("--test-studies must be >= 1: the demo scores its own predictions")
-    cfg = load_config(args.config, DEMO_OVERRIDES + list(args.overrides))
-    demo(args.out, args.studies, args.test_studies, args.seed, cfg, args.workers)
-    return 0

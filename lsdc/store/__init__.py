@@ -1,0 +1,8 @@
+"""store: the converted crop store, the contract between ``lsdc preprocess`` and every later stage.
+
+layout.py    the contract: files, arrays, index columns, version (the README's "The store" says the same)
+writer.py    ``assemble``: a store built from committed study parts (used by lsdc.preprocess)
+reader.py    open and check a store, its crop spec, index tables and zarr arrays; ``open_view``
+chunks.py    ``StoreReader``: the fast chunk-file reader (zarr-python fallback for other layouts)
+reasons.py   ``Reason``: every skip/note reason a conversion can report
+"""
