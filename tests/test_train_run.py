@@ -14,35 +14,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
 from lsdc.core.overrides import load_config
-from lsdc.core.schema import VIEWS
 from lsdc.store.reader import read_index
 from lsdc.train import checkpoint as ckpt_io
 from lsdc.train.loop import PRED_COLUMNS, train, train_folds
 
-TINY = ["--backbone=test_resnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",
-        "--level_emb_dim=4", "--batch_size=8", "--loader.backend=torch", "--loader.workers=0", "--folds=3"]
 #: values that must match exactly between a straight run and an interrupted + resumed one
 DETERMINISTIC = ("epoch", "step", "train_loss", "val_loss", "balanced_accuracy", "recall", "confusion", "score",
                  "lr", "best_epoch")
 
 
-def build_store(base: Path, studies: int, seed: int, out_px: int) -> Path:
-    """synth + preprocess once per session (reused when a test file asks for the same one)."""
-    from lsdc.preprocess.convert import preprocess
-    from lsdc.synth.generate import synth
-    store = base / "store"
-    if not (store / "zarr.json").is_file():
-        synth(base / "data", studies, seed, workers=2, label_model="clean")  # learning mechanics
-        cfg = load_config(None, [f"--preprocess.{v}.out_px={out_px}" for v in VIEWS])
-        preprocess(base / "data", store, "train", None, 2, None, cfg, progress=False)
-    return store
-
-
 @pytest.fixture(scope="session")
-def store(tmp_path_factory):
-    return build_store(tmp_path_factory.getbasetemp() / "train_store_s24", studies=24, seed=3, out_px=64)
+def store(train_store):
+    """conftest's shared trainer store (also read by tests/test_profile.py)."""
+    return train_store
 
 
 def cfg_of(*extra):
