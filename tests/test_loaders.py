@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from lsdc.core.config import CropSpec, PreprocessConfig
+from lsdc.core.errors import InputError
 from lsdc.core.overrides import build_config
 from lsdc.core.schema import AX_T2, SAG_T1, SAG_T2
 from lsdc.loaders.augment import PARAM_KEYS, draw_params, identity_params, max_translate_px
@@ -342,6 +344,25 @@ def test_backend_choice_is_logged_and_exposed(synth_store, caplog):
         want = "torch"
     assert loader.backend == want
     assert any(f"backend={want}" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_without_dali_uses_torch_and_says_so_once(synth_store, caplog, monkeypatch):
+    """A host without the DALI extra (macOS, a CUDA-12 box with the cu13 wheel missing): auto falls back to
+    torch with one warning naming the extras, however many loaders the run builds."""
+    from lsdc.loaders import factory
+    _, store = synth_store
+    for mod in ("nvidia.dali", "nvidia.dali.plugin", "nvidia.dali.plugin.pytorch"):
+        monkeypatch.setitem(sys.modules, mod, None)  # `import nvidia.dali` raises ImportError
+    monkeypatch.setattr(factory, "_fallback_said", False)
+    with caplog.at_level(logging.INFO, logger="lsdc.loaders"):
+        loaders = [create_loader(_cfg("auto"), store, SAG_T2, None, train=False) for _ in range(3)]
+    assert [ld.backend for ld in loaders] == ["torch"] * 3
+    for ld in loaders:
+        ld.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "torch loader" in warned[0] and "lsdc[dali-cu12]" in warned[0], warned
+    with pytest.raises(InputError, match="dali-cu13"):
+        create_loader(_cfg("dali"), store, SAG_T2, None, train=False)
 
 
 def test_eval_loader_keeps_row_order_without_augmentation(synth_store):

@@ -33,12 +33,24 @@ def _device_id(cfg: Config) -> int | None:
     return torch.cuda.current_device()
 
 
+#: DALI is an extra (Linux only, one wheel per CUDA major): its absence is said once per process, not
+#: once per loader (a cross-validated run builds two loaders per fold).
+DALI_HINT = "pip install 'lsdc[dali-cu12]' or 'lsdc[dali-cu13]' (the CUDA major of your torch) for the DALI loader"
+_fallback_said = False
+
+
 def resolve_backend(name: str) -> tuple[str, str]:
-    """(backend, why): ``auto`` is dali when it imports, else torch."""
+    """(backend, why): ``auto`` is dali when it imports, else torch (with one warning per process)."""
+    global _fallback_said
     if name != "auto":
         return name, "requested"
     ok, why = dali_available()
-    return ("dali", f"auto: {why}") if ok else ("torch", f"auto: {why}")
+    if ok:
+        return "dali", f"auto: {why}"
+    if not _fallback_said:
+        log.warning("loader.backend=auto uses the torch loader: %s; %s", why, DALI_HINT)
+        _fallback_said = True
+    return "torch", f"auto: {why}"
 
 
 def epoch_plan(cfg: Config, store, view: str, rows=None, train: bool = True, rank: int = 0,
@@ -64,7 +76,7 @@ def create_loader(cfg: Config, store, view: str, rows=None, train: bool = True, 
     if backend == "dali":
         ok, reason = dali_available()
         if not ok:
-            raise InputError(f"loader.backend=dali but {reason}; use loader.backend=torch or auto")
+            raise InputError(f"loader.backend=dali but {reason}; {DALI_HINT}, or use loader.backend=torch")
         from .pipeline_dali import DaliLoader
         loader = DaliLoader(plan, lcfg.channels, lcfg.workers, device_id)
         where = "GPU" if device_id is not None else "CPU-only mode"
