@@ -18,10 +18,12 @@ from conftest import TEST_STUDIES
 from lsdc.core.cli import main
 from lsdc.core.overrides import load_config
 from lsdc.core.readers import read_sample_submission, read_series_descriptions
-from lsdc.core.schema import CONDITIONS, LEVELS, SAG_T1, SUBMISSION_COLUMNS, VIEWS
+from lsdc.core.config import Config
+from lsdc.core.schema import CONDITIONS, LEVELS, SAG_T1, SAG_T2, SPINAL, SUBMISSION_COLUMNS, VIEW_CONDITIONS, VIEWS
 from lsdc.inference import calibrate as cal
-from lsdc.inference.classify import label_prior
+from lsdc.inference.classify import Run, training_prior
 from lsdc.inference.predict import COORDS_FILE, predict
+from lsdc.metric.baselines import fit_prior
 from lsdc.metric.official import score_files
 
 TINY = ["--backbone=test_resnet", "--proj_dim=16", "--gru_hidden=8", "--gru_layers=1", "--attn_dim=8",
@@ -71,6 +73,17 @@ def check_submission(path: Path, data: Path) -> pd.DataFrame:
     return sub
 
 
+def check_fallback_is_the_prior(sub: pd.DataFrame, victim: int, runs: list) -> None:
+    """The victim's Sagittal T1 cells (its series is gone: nothing predicted them) hold fit_prior's rows,
+    fitted on the labels of the Sagittal T1 run's out-of-fold predictions."""
+    run = next(r for r in runs if r.name == SAG_T1)
+    prior = fit_prior(pd.read_csv(run / "oof.csv")).set_index(["condition", "level"])
+    got = sub[sub.study_id.eq(victim) & sub.condition.isin(VIEW_CONDITIONS[SAG_T1])]
+    assert len(got) == len(VIEW_CONDITIONS[SAG_T1]) * len(LEVELS)
+    expected = prior.loc[list(zip(got.condition, got.level)), list(SUBMISSION_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(got[list(SUBMISSION_COLUMNS)].to_numpy(), expected, rtol=1e-12)
+
+
 def test_predict_with_the_localizer_writes_a_valid_submission_and_warns_about_the_missing_series(
         trained, test_data, tmp_path):
     data, runs, loc = trained
@@ -79,7 +92,8 @@ def test_predict_with_the_localizer_writes_a_valid_submission_and_warns_about_th
         warnings.simplefilter("always")
         s = predict(tdata, runs, tmp_path / "submission.csv", localizer_dir=loc, work_dir=tmp_path / "work",
                     progress=False)
-    check_submission(tmp_path / "submission.csv", tdata)
+    sub = check_submission(tmp_path / "submission.csv", tdata)
+    check_fallback_is_the_prior(sub, victim, runs)
     assert s["studies"] == TEST_STUDIES and s["rows"] == 25 * TEST_STUDIES and s["localized"]
     assert any(f"study {victim}" in str(w.message) and SAG_T1 in str(w.message) for w in caught)
     assert s["prior_cells"] >= 10  # the victim's foraminal cells
@@ -97,14 +111,14 @@ def test_predict_with_the_localizer_writes_a_valid_submission_and_warns_about_th
 
 def test_predict_cli_with_known_coordinates_then_score_cli(trained, test_data, tmp_path, capsys):
     _, runs, _ = trained
-    tdata, _ = test_data
+    tdata, victim = test_data
     out = tmp_path / "sub.csv"
     rc = main(["predict", str(tdata), "--runs", *map(str, runs), "--out", str(out), "--coords",
                str(tdata / "test_label_coordinates.csv"), "--no-progress", "--tta=false"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "per study: mean" in text and "median" in text
-    check_submission(out, tdata)
+    check_fallback_is_the_prior(check_submission(out, tdata), victim, runs)
     assert main(["score", str(tdata / "test_labels.csv"), str(out), "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res) == {"score", "spinal", "foraminal", "subarticular", "any_severe"}
@@ -132,8 +146,21 @@ def test_temperature_fit_softens_overconfident_predictions():
     assert np.allclose(q.sum(1), 1) and (np.argmax(q, 1) == np.argmax(p, 1)).all()
 
 
-def test_label_prior_is_a_smoothed_frequency():
-    pred = pd.DataFrame({"condition": ["spinal_canal_stenosis"] * 4, "level": ["l4_l5"] * 4, "label": [0, 0, 2, -1]})
-    prior = label_prior(pred, ["spinal_canal_stenosis"])
-    assert np.allclose(prior[("spinal_canal_stenosis", "l4_l5")], [3 / 6, 1 / 6, 2 / 6])
-    assert np.allclose(prior[("spinal_canal_stenosis", "l1_l2")], 1 / 3)
+def test_training_prior_pools_the_runs_labels_counting_a_cell_once():
+    """Two runs of the spinal view over the same study (its label in both) and a third over another:
+    the prior is fit_prior's of the distinct (study, cell) labels; a condition no run predicts is uniform."""
+    def run(labels):
+        frame = pd.DataFrame(labels, columns=["study_id", "condition", "level", "label"])
+        return Run(Path("run"), SAG_T2, Config(), [], labels=frame)
+    a = run([(1, SPINAL, "l4_l5", 2), (2, SPINAL, "l4_l5", 0), (2, SPINAL, "l5_s1", -1)])
+    b = run([(1, SPINAL, "l4_l5", 2)])
+    c = run([(3, SPINAL, "l4_l5", 0)])
+    no_labels = Run(Path("empty"), SAG_T1, Config(), [])
+    prior = training_prior([a, b, c, no_labels])
+    distinct = pd.DataFrame([(1, SPINAL, "l4_l5", 2), (2, SPINAL, "l4_l5", 0), (3, SPINAL, "l4_l5", 0)],
+                            columns=["study_id", "condition", "level", "label"])
+    pd.testing.assert_frame_equal(prior, fit_prior(distinct))
+    cell = prior.set_index(["condition", "level"]).loc[(SPINAL, "l4_l5")]
+    assert cell["labelled"] == 3 and cell["severe"] > cell["moderate"]  # 2 Normal + 1 Severe, weights 1/2/4
+    assert (prior[prior.condition.isin(VIEW_CONDITIONS[SAG_T1])]["source"] == "uniform").all()
+    assert (training_prior([])["source"] == "uniform").all()

@@ -14,9 +14,9 @@ from lsdc.core.errors import InputError
 from lsdc.core.readers import read_sample_submission, read_train
 from lsdc.core.schema import (BLANK, CONDITIONS, GROUPS, LABEL_COLUMNS, LEVELS, SEVERITY_WEIGHTS, SPINAL,
                               SUBMISSION_COLUMNS, label_column, row_id)
-from lsdc.metric.baselines import (CELLS, best_constant, class_counts, fit_prior, fold_priors, prior_predictions,
-                                   prior_submission, report_frames, score_prior, score_report, skill, weighted_optimum,
-                                   zero_probability_rows)
+from lsdc.metric.baselines import (CELLS, PRIOR_PSEUDOCOUNT, best_constant, class_counts, fit_prior, fold_priors,
+                                   prior_predictions, prior_submission, report_frames, score_prior, score_report, skill,
+                                   weighted_optimum, zero_probability_rows)
 from lsdc.metric.cli import format_table
 from lsdc.metric.official import TERMS, score_files, score_frames, weighted_log_loss
 
@@ -78,7 +78,7 @@ def test_closed_form_beats_scipy_and_grid(seed):
     rng = np.random.default_rng(seed)
     counts = rng.integers(0, 60, size=3)
     counts[rng.integers(3)] += 1  # at least one label
-    p = best_constant(counts)
+    p = best_constant(counts, 0.0)
     assert p.sum() == pytest.approx(1) and np.allclose(p, W * counts / (W * counts).sum())
     best = cell_loss(counts, p)
     # Gibbs: the minimum is the entropy of the weighted frequencies
@@ -96,7 +96,7 @@ def test_closed_form_beats_scipy_and_grid(seed):
 def test_fitted_prior_is_the_best_constant_per_cell_for_each_group_term(seed):
     rng = np.random.default_rng(seed)
     labels = random_labels(rng, 30)
-    prior = fit_prior(labels)
+    prior = fit_prior(labels, pseudocount=0.0)  # the exact in-sample optimum
     base = score_prior(labels, prior)
     for trial in range(20):  # any other constants (all cells at once) score no better on any group term
         other = prior.copy()
@@ -126,7 +126,7 @@ def test_real_label_mix_reproduces_published_constant_scores():
         k = np.round(mix / mix.sum() * n).astype(int)
         cols[label_column(c, lv)] = np.repeat(np.arange(3), k)[:n]
     labels = pd.DataFrame({"study_id": np.arange(n), **{c: cols[c] for c in LABEL_COLUMNS}})
-    res = score_prior(labels, fit_prior(labels))
+    res = score_prior(labels, fit_prior(labels, pseudocount=0.0))
     for g, (mix, expected) in MIXES.items():
         assert res[g] == pytest.approx(expected, abs=0.02), g
         q = W * np.asarray(mix) / (W * np.asarray(mix)).sum()
@@ -142,17 +142,20 @@ def test_fallbacks_and_pseudocount():
     prior = fit_prior(labels).set_index(["condition", "level"])
     pooled = class_counts(labels)[[CELLS.index((SPINAL, lv)) for lv in LEVELS]].sum(axis=0)
     assert prior.loc[(SPINAL, "l1_l2"), "source"] == "condition"
-    assert np.allclose(prior.loc[(SPINAL, "l1_l2"), list(SUBMISSION_COLUMNS)].to_numpy(float), best_constant(pooled))
+    assert np.allclose(prior.loc[(SPINAL, "l1_l2"), list(SUBMISSION_COLUMNS)].to_numpy(float),
+                       best_constant(pooled, PRIOR_PSEUDOCOUNT))
     assert (prior.loc[CONDITIONS[4], "source"] == "uniform").all()
     assert np.allclose(prior.loc[CONDITIONS[4], list(SUBMISSION_COLUMNS)].to_numpy(float), 1 / 3)
     assert (prior.loc[CONDITIONS[1], "source"] == "cell").all()
     assert prior.loc[(SPINAL, "l2_l3"), "labelled"] == 20
-    # pseudocount: p_k proportional to w_k (n_k + a); a class never seen no longer gets 0
+    # pseudocount: p_k proportional to w_k (n_k + a), a = 0.5 by default; a class never seen gets no 0
     one_class = random_labels(np.random.default_rng(2), 10, p=(0, 1, 0, 0))
-    assert fit_prior(one_class)["severe"].eq(0).all()
-    smooth = fit_prior(one_class, pseudocount=0.5)
+    assert fit_prior(one_class, pseudocount=0.0)["severe"].eq(0).all()
+    assert PRIOR_PSEUDOCOUNT == 0.5
+    smooth = fit_prior(one_class)
     expected = W * [10.5, 0.5, 0.5] / (W * [10.5, 0.5, 0.5]).sum()
     assert np.allclose(smooth.loc[0, list(SUBMISSION_COLUMNS)].to_numpy(float), expected)
+    pd.testing.assert_frame_equal(fit_prior(one_class, pseudocount=0.5), smooth)
     with pytest.raises(ValueError):
         fit_prior(one_class, pseudocount=-1)
 
@@ -394,15 +397,66 @@ def test_zero_probability_note(tmp_path, capsys):
     test = random_labels(rng, 5, p=(0, 0.5, 0.5, 0), first_id=100)
     write_train_csv(train, tmp_path / "train.csv")
     write_train_csv(test, tmp_path / "test.csv")
-    prior_submission(fit_prior(train, 0.5), test["study_id"]).to_csv(tmp_path / "sub.csv", index=False)
-    n = zero_probability_rows(fit_prior(train), test)
+    prior_submission(fit_prior(train), test["study_id"]).to_csv(tmp_path / "sub.csv", index=False)
+    n = zero_probability_rows(fit_prior(train, pseudocount=0.0), test)
     assert n == int((test[list(LABEL_COLUMNS)] == 1).to_numpy().sum()) > 0
+    assert zero_probability_rows(fit_prior(train), test) == 0
     args = ["score", str(tmp_path / "test.csv"), str(tmp_path / "sub.csv"), "--prior-from", str(tmp_path / "train.csv")]
-    assert main(args) == 0
+    assert main(args + ["--prior-pseudocount", "0"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{n} labelled row(s)" in err[0]
-    assert main(args + ["--prior-pseudocount", "0.5"]) == 0
+    assert len(err) == 1 and f"{n} labelled row(s)" in err[0] and f"--prior-pseudocount {PRIOR_PSEUDOCOUNT}" in err[0]
+    assert main(args) == 0  # the default pseudocount: no class gets 0
     assert capsys.readouterr().err == ""
-    rep = score_report(tmp_path / "test.csv", tmp_path / "sub.csv", tmp_path / "train.csv", pseudocount=0.5)
+    rep = score_report(tmp_path / "test.csv", tmp_path / "sub.csv", tmp_path / "train.csv")
     assert rep["prior"] == pytest.approx(rep["score"], rel=1e-12)  # the smoothed prior was the submission
     assert math.isfinite(rep["prior"])
+
+
+# --- one prior for every caller ----------------------------------------------------------------
+def test_score_cli_prior_is_the_demos_prior(tmp_path, capsys):
+    """`lsdc score --prior-from train.csv` (no pseudocount flag) reports exactly the prior, ceiling and
+    skill the demo writes to score.json and its summary, on one demo-sized train.csv whose rare classes
+    are missing from some cells (where the exact in-sample optimum, pseudocount 0, costs ~36 nats a row)."""
+    from lsdc.demo.pipeline import DEMO_STUDIES, DEMO_TEST_STUDIES, _score
+    rng = np.random.default_rng(8)
+    mix = (0.012, 0.85, 0.10, 0.038)  # blank, Normal/Mild, Moderate, Severe: about the real spinal mix
+    train = random_labels(rng, DEMO_STUDIES, p=mix)
+    test = random_labels(rng, DEMO_TEST_STUDIES, p=mix, first_id=10_000)
+    assert (class_counts(train) == 0).any()  # the case the pseudocount is for
+    write_train_csv(train, tmp_path / "train.csv")
+    write_train_csv(test, tmp_path / "test_labels.csv")
+    rows = [row_id(s, c, lv) for s in test["study_id"] for c, lv in CELLS]
+    for name, alpha in (("submission.csv", 2.0), ("test_oracle.csv", 0.3)):
+        sub = pd.DataFrame(rng.dirichlet([alpha] * 3, size=len(rows)), columns=list(SUBMISSION_COLUMNS))
+        sub.insert(0, "row_id", rows)
+        sub.to_csv(tmp_path / name, index=False)
+    demo = _score(tmp_path, tmp_path / "submission.csv")
+    args = ["score", str(tmp_path / "test_labels.csv"), str(tmp_path / "submission.csv"),
+            "--prior-from", str(tmp_path / "train.csv"), "--oracle", str(tmp_path / "test_oracle.csv")]
+    assert main(args + ["--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli == demo  # score, prior, ceiling, skill and every term's, to the last bit
+    assert main(args) == 0
+    score_line = capsys.readouterr().out.splitlines()[5].split()
+    assert score_line[0] == "score" and float(score_line[2]) == pytest.approx(demo["prior"], abs=5e-5)
+    # ... which is the prior training's metrics fit (fit_prior's default) ...
+    assert demo["prior"] == pytest.approx(score_prior(test, fit_prior(train))["score"], rel=1e-12)
+    # ... and not the pseudocount-0 prior the CLI used to default to
+    assert main(args + ["--json", "--prior-pseudocount", "0"]) == 0
+    zero = json.loads(capsys.readouterr().out)
+    assert zero["prior"] > demo["prior"] + 0.5 and zero["score"] == demo["score"]
+
+
+def test_no_module_outside_the_metric_sets_a_pseudocount():
+    """Training, the demo and predict take fit_prior's default pseudocount (lsdc/metric/baselines.py):
+    a module elsewhere that passes its own or defines a constant of its own would let their priors drift
+    apart again (the demo and the CLI once scored ~0.8 and 1.92 on one train.csv)."""
+    import re
+    from pathlib import Path
+
+    import lsdc
+    root = Path(lsdc.__file__).parent
+    own = re.compile(r"pseudocount\s*=|PSEUDOCOUNT")
+    offenders = [str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))
+                 if p.parent.name != "metric" and own.search(p.read_text())]
+    assert offenders == []

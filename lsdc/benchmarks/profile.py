@@ -4,10 +4,23 @@ lsdc.benchmarks.cli, whose docstring says what it prints).
 Runs ``lsdc.train.loop.train_step`` (the function the trainer calls) on batches from the real loader
 and splits each step's wall time into waiting for the loader and the step itself; then records a
 torch.profiler Chrome trace of a few more steps.
+
+torch.profiler's C++ side (kineto) writes log lines straight to file descriptor 2 that are not about
+this run: ``USDT: ... profiler_start`` / ``profiler_stop`` (probe markers, logged at a level above
+ERROR) and, in a CUDA build on a host without a usable GPU, ``ERROR: ... gpuGetDeviceCount failed with
+code 35``: kineto asks the CUDA runtime for device properties to stamp every trace, even one that
+records only CPU activity (no activity choice or experimental_config avoids the call). The only
+setting that hides them, ``KINETO_LOG_LEVEL`` above ERROR, would hide every kineto error as well, so
+:func:`kineto_noise_filtered` drops exactly those lines instead (the GPU one only where torch sees no
+CUDA device, where it is expected) and writes every other line back: a real kineto error still shows.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +33,40 @@ from ..train.device import resolve_device
 from ..train.folds import split_rows
 from ..train.loop import with_store_spec
 from ..train.step import build_step, train_step
+
+
+#: kineto's probe markers, printed at every profiler start and stop
+KINETO_PROBE_LINE = re.compile(rb"^USDT:.*\] profiler_(start|stop)$")
+#: kineto failing to list CUDA devices: expected (and harmless) only where torch sees no CUDA device
+KINETO_NO_GPU_LINE = re.compile(rb"^ERROR:.*\] gpuGetDeviceCount failed with code \d+$")
+_STDERR_FD = 2
+
+
+def is_kineto_noise(line: bytes, cuda_available: bool) -> bool:
+    """Whether a line kineto wrote is one of the two it writes for no reason of ours (module docstring)."""
+    line = line.rstrip(b"\r\n")
+    return bool(KINETO_PROBE_LINE.match(line) or (not cuda_available and KINETO_NO_GPU_LINE.match(line)))
+
+
+@contextlib.contextmanager
+def kineto_noise_filtered():
+    """File descriptor 2 (where kineto's C++ logger writes) goes to a temporary file inside the block;
+    afterwards every line but kineto's noise (:func:`is_kineto_noise`) is written back to it."""
+    cuda_available = torch.cuda.is_available()
+    sys.stderr.flush()
+    saved = os.dup(_STDERR_FD)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), _STDERR_FD)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, _STDERR_FD)
+            os.close(saved)
+            captured.seek(0)
+            kept = [ln for ln in captured.read().splitlines(keepends=True) if not is_kineto_noise(ln, cuda_available)]
+            if kept:
+                os.write(_STDERR_FD, b"".join(kept))
 
 
 def _batches(loader):
@@ -66,7 +113,7 @@ def profile(cfg: Config, store, view: str, steps: int = 20, warmup: int = 3, tra
         out_dir.mkdir(parents=True, exist_ok=True)
         activities = [torch.profiler.ProfilerActivity.CPU] + (
             [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with torch.profiler.profile(activities=activities) as prof:
+        with kineto_noise_filtered(), torch.profiler.profile(activities=activities) as prof:
             for _ in range(trace_steps):
                 with torch.profiler.record_function("data_wait"):
                     batch = next(batches)

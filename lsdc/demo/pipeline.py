@@ -196,12 +196,12 @@ def _axial_stack_exact(data: Path, work: Path, loc_json: Path) -> dict:
 
 def _score(data: Path, submission: Path) -> dict:
     """The official score of a submission beside the prior (the best constant per condition x level,
-    fitted on train.csv) and the ceiling (synth's oracle submission, the best any model could do)."""
+    fitted on train.csv: `lsdc score --prior-from`'s, pseudocount included) and the ceiling (synth's
+    oracle submission, the best any model could do)."""
     from ..metric.baselines import score_report
-    from ..train.report import PRIOR_PSEUDOCOUNT
     oracle = data / "test_oracle.csv"
     return score_report(data / "test_labels.csv", submission, prior_from=data / "train.csv",
-                        oracle=oracle if oracle.is_file() else None, pseudocount=PRIOR_PSEUDOCOUNT)
+                        oracle=oracle if oracle.is_file() else None)
 
 
 def _add_yardstick(s: Summary, stage: str, score: dict) -> None:

@@ -2,8 +2,9 @@
 optional temperature, and the training prior for cells nothing could predict.
 
 A run directory is what ``lsdc train STORE --view V --fold K|all --out RUN_DIR`` wrote: its
-``fold*/best.pt`` are averaged (one fold or all), ``oof.csv`` / ``fold*/predictions.csv`` give the
-label frequencies (the prior) and the out-of-fold predictions calibration is fitted on.
+``fold*/best.pt`` are averaged (one fold or all), ``oof.csv`` / ``fold*/predictions.csv`` hold the
+labels the prior is fitted on (:func:`training_prior`) and the out-of-fold predictions calibration is
+fitted on.
 
 Images reach the model exactly as the validation loader builds them
 (:func:`lsdc.loaders.augment.eval_transform`: the centre crop, the same normalisation); TTA shifts the slice
@@ -21,8 +22,8 @@ import torch
 from ..core.config import Config
 from ..core.overrides import load_config
 from ..core.errors import InputError
-from ..core.schema import LEVELS, VIEW_CONDITIONS
 from ..loaders.augment import eval_transform
+from ..metric.baselines import fit_prior
 from ..store.chunks import StoreReader
 from ..store.reader import sample_meta
 from ..train.checkpoint import load_model
@@ -31,14 +32,14 @@ from . import calibrate as cal
 
 @dataclass
 class Run:
-    """One run directory: its view, fold models, temperature and label prior."""
+    """One run directory: its view, fold models, temperature and the labels of its predictions."""
 
     path: Path
     view: str
     cfg: Config
     checkpoints: list
     temperature: float = 1.0
-    prior: dict = field(default_factory=dict)  # (condition, level) -> (3,) label frequencies
+    labels: pd.DataFrame | None = None  # RUN_LABEL_COLUMNS of oof.csv (else fold*/predictions.csv), if any
     models: list = field(default_factory=list)
 
 
@@ -50,18 +51,18 @@ def _predictions(run_dir: Path) -> pd.DataFrame | None:
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
-def label_prior(pred: pd.DataFrame | None, conditions) -> dict:
-    """(condition, level) -> label frequencies with one pseudo-count per class (never a zero)."""
-    out = {}
-    for c in conditions:
-        for lv in LEVELS:
-            counts = np.ones(3)
-            if pred is not None:
-                lab = pred.loc[(pred["condition"] == c) & (pred["level"] == lv), "label"]
-                lab = lab[lab >= 0].astype(int)
-                counts += np.bincount(lab, minlength=3)[:3]
-            out[(c, lv)] = counts / counts.sum()
-    return out
+#: the columns of a run's predictions that the prior reads (the long form fit_prior takes)
+RUN_LABEL_COLUMNS = ("study_id", "condition", "level", "label")
+
+
+def training_prior(runs) -> pd.DataFrame:
+    """The prior of every (condition, level) cell (:func:`lsdc.metric.baselines.fit_prior`, the one
+    `lsdc score --prior-from`, training and the demo use) fitted on the labels of the runs' predictions,
+    pooled (a study's cell seen by several runs counts once); a condition no run predicts falls back
+    as fit_prior's do (uniform)."""
+    frames = [r.labels for r in runs if r.labels is not None]
+    labels = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RUN_LABEL_COLUMNS))
+    return fit_prior(labels)
 
 
 def load_run(run_dir, calibrate: bool = True, device: str = "cpu") -> Run:
@@ -81,7 +82,7 @@ def load_run(run_dir, calibrate: bool = True, device: str = "cpu") -> Run:
     view = views.pop()
     cfg = load_config(run_dir / "config.yaml")
     pred = _predictions(run_dir)
-    run = Run(run_dir, view, cfg, ckpts, prior=label_prior(pred, VIEW_CONDITIONS[view]), models=models)
+    run = Run(run_dir, view, cfg, ckpts, labels=None if pred is None else pred[list(RUN_LABEL_COLUMNS)], models=models)
     if calibrate:
         c = cal.load_or_fit(run_dir)
         run.temperature = float(c["temperature"]) if c else 1.0

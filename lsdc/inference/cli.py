@@ -10,8 +10,9 @@ Raw DICOM studies -> submission.csv, through the same converter as training:
   3. crops     `preprocess(DATA, WORK/crops, coords=that CSV)` with the classifiers' crop spec
   4. classify  every run directory (one view each; folds averaged; TTA slice shift +-1; temperature)
   5. submit    25 rows per study; a cell nothing predicted (missing series, failed read) gets the
-               run's training label frequencies for that condition x level, with a warning naming the
-               study; every row_id of sample_submission.csv is written
+               training prior of that condition x level (the best constant under the metric's 1/2/4
+               weights, fitted on the labels of the runs' oof.csv, as `lsdc score --prior-from` fits
+               it), with a warning naming the study; every row_id of sample_submission.csv is written
 
 ``--coords FILE`` skips steps 1-2 and converts at the given points (e.g. test_label_coordinates.csv,
 to measure what localisation costs). Ends with a per-study timing line.

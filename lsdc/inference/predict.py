@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from ..core.config import Config, PreprocessConfig
 from ..core.errors import InputError
 from ..core.overrides import config_from_dict
+from ..core.progress import progress_bar
 from ..core.readers import COORD_COLUMNS, read_sample_submission, read_series_descriptions
 from ..core.schema import (AX_T2, CONDITION_TITLE, CONDITIONS, LEFT_NFN, LEVEL_TITLE, LEVELS, RIGHT_NFN, SPINAL,
-                           VIEW_CONDITIONS, VIEWS)
+                           SUBMISSION_COLUMNS, VIEW_CONDITIONS, VIEWS)
 from ..localizer import project
 from ..localizer.data import load_volumes
 from ..localizer.localize import load_localizer, localize_items
@@ -128,7 +128,7 @@ def localise(data_dir: Path, split: str, work: Path, loc_dir, clock: StudyClock,
     for i, g in enumerate(geoms):
         by_study.setdefault(g.study_id, []).append(i)
     rows, notes, all_points = [], [], []
-    for study_id in tqdm(sorted(clock.own), desc="localise", unit="study", disable=not progress):
+    for study_id in progress_bar(sorted(clock.own), desc="localise", unit="study", disable=not progress):
         t = time.perf_counter()
         items = by_study.get(study_id, [])
         pts = localize_items(loc, [geoms[i] for i in items], volumes[items]) if items else pd.DataFrame()
@@ -161,7 +161,7 @@ def classify_store(store: Path, runs: list, tta: bool, clock: StudyClock, progre
         reader, meta = classify.open_view(store, run.view, index)
         spec = crop_spec(store, run.view)
         groups = index.groupby("study_id").indices
-        for study_id, rows in tqdm(groups.items(), desc=f"classify {run.view}", unit="study", disable=not progress):
+        for study_id, rows in progress_bar(groups.items(), desc=f"classify {run.view}", unit="study", disable=not progress):
             t = time.perf_counter()
             p = classify.run_probs(run, reader, meta, np.asarray(rows, np.int64), spec, tta)
             for r, probs in zip(rows, p):
@@ -241,11 +241,9 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
 
 
 def _submission(studies: list, cells: dict, runs: list, notes: list) -> tuple[pd.DataFrame, int]:
-    """25 rows per study; cells without a prediction get the training prior (and a note per study)."""
-    prior = {}
-    for r in runs:
-        for key, p in r.prior.items():
-            prior.setdefault(key, []).append(p)
+    """25 rows per study; cells without a prediction get the training prior (classify.training_prior:
+    the best constant of that condition x level under the metric's weights) and a note per study."""
+    prior = classify.training_prior(runs).set_index(["condition", "level"])[list(SUBMISSION_COLUMNS)]
     rows, n_prior = [], 0
     for s in studies:
         fallback = []
@@ -253,7 +251,7 @@ def _submission(studies: list, cells: dict, runs: list, notes: list) -> tuple[pd
             for lv in LEVELS:
                 p = cells.get((s, c, lv))
                 if p is None:
-                    p = np.mean(prior[(c, lv)], axis=0) if (c, lv) in prior else np.full(3, 1 / 3)
+                    p = prior.loc[(c, lv)].to_numpy(np.float64)
                     fallback.append(f"{c} {lv}")
                 rows.append((s, c, lv, *np.asarray(p, float)))
         if fallback:

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..core.config import Config
 from ..core.errors import InputError
+from ..core.progress import progress_bar
 from ..core.schema import AX_T2, CONDITION_VIEW, LEVELS, SAG_T1, SAG_T2, SPINAL
 from ..store.reader import read_index, store_preprocess_config
 from ..train.device import resolve_device
@@ -181,7 +181,7 @@ def fit(data: LocSet, items: np.ndarray, cfg: Config, device: torch.device, prog
     steps_per_epoch = math.ceil(len(items) / lc.loc_batch_size)
     total = lc.loc_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch, total))
-    bar = tqdm(total=total, desc="localiser", unit="step", disable=not progress)
+    bar = progress_bar(total=total, desc="localiser", unit="step", disable=not progress)
     pending = []  # detached step losses not yet read back
     model.train()
     for epoch in range(lc.loc_epochs):

@@ -1,8 +1,9 @@
 """`lsdc score LABELS_CSV SUBMISSION_CSV [--prior-from TRAIN_CSV [--prior-pseudocount A]]
 [--oracle FILE [--tilt-oracle]] [--json]`: the official metric of a submission file, optionally beside
-the prior (the best constant prediction per cell, fitted on TRAIN_CSV), the ceiling (an oracle
-submission's score) and the skill between them; see lsdc.metric.baselines. Without those flags the
-output is exactly what it always was (other code parses it)."""
+the prior (the best constant prediction per cell, fitted on TRAIN_CSV by the one function training and
+the demo use, lsdc.metric.baselines.fit_prior, with its pseudocount unless A is given), the ceiling (an
+oracle submission's score) and the skill between them; see lsdc.metric.baselines. Without those flags
+the output is exactly what it always was (other code parses it)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import json
 import sys
 
 from ..core.errors import InputError
+from .baselines import PRIOR_PSEUDOCOUNT, score_report
 from .official import TERMS, score_files
 
 SKILL_NOTE = "skill = (prior - model) / (prior - ceiling): 0 = the prior, 1 = the oracle; - = ceiling not below prior"
@@ -23,7 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="train.csv-format labels to fit the prior on (the best constant prediction per "
                              "condition and level); adds a 'prior' column")
     parser.add_argument("--prior-pseudocount", metavar="A", type=float, default=None,
-                        help="prior p_k proportional to w_k (n_k + A) (default 0: the exact optimum on TRAIN_CSV)")
+                        help=f"prior p_k proportional to w_k (n_k + A) (default {PRIOR_PSEUDOCOUNT}, as in "
+                             "training and the demo; 0 is the exact optimum on TRAIN_CSV itself, which gives a "
+                             "class never seen in a cell probability 0)")
     parser.add_argument("--oracle", metavar="FILE", default=None,
                         help="an oracle submission (e.g. the synthetic test_oracle.csv) scored as the ceiling; "
                              "with --prior-from also the skill")
@@ -69,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prior_from is None and args.oracle is None:
         result = score_files(args.labels_csv, args.submission_csv)
     else:
-        from .baselines import score_report
-        pseudocount = 0.0 if args.prior_pseudocount is None else args.prior_pseudocount
+        pseudocount = PRIOR_PSEUDOCOUNT if args.prior_pseudocount is None else args.prior_pseudocount
         if not 0 <= pseudocount < float("inf"):  # also NaN
             raise InputError(f"--prior-pseudocount must be a finite number >= 0, not {pseudocount}")
         notes: list[str] = []

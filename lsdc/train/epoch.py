@@ -4,7 +4,7 @@ No host-device sync per step: each step's loss stays a detached device tensor, a
 back to the host together, one ``torch.stack(...).tolist()`` every ``LOG_EVERY`` steps and at the
 epoch's end (as nanoGPT reads its loss only at ``log_interval``). ``data_s`` is the host time spent
 waiting for the next batch, ``compute_s`` the host time of the step (which includes a read-back's
-wait on the steps it collects); the tqdm bar shows the loss at those read-backs only.
+wait on the steps it collects); the progress bar shows the loss at those read-backs only.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from ..core.progress import progress_bar
 from . import distributed as dist
 from .step import Step, loader_batches, train_step
 
@@ -53,7 +53,7 @@ def train_one_epoch(s: Step, loader, epoch: int, step: int, steps_per_epoch: int
     st, losses, pending, seen = EpochStats(step), [], [], []
     debug_dir = os.environ.get(DEBUG_ROWS_ENV)
     it = loader_batches(loader)
-    bar = tqdm(total=steps_per_epoch, desc=desc, disable=not d.main, leave=False)
+    bar = progress_bar(total=steps_per_epoch, desc=desc, disable=not d.main, leave=False)
     for _ in range(steps_per_epoch):
         t0 = time.perf_counter()
         batch = next(it, None)

@@ -44,7 +44,7 @@ class FoldData:
     def of(cls, store, view: str, fold: int, tcfg: TrainConfig) -> "FoldData":
         index = read_index(store, view)
         train_rows, val_rows = split_rows(index, tcfg.folds, tcfg.seed, fold)
-        prior = fit_prior(index.iloc[train_rows], report.PRIOR_PSEUDOCOUNT)
+        prior = fit_prior(index.iloc[train_rows])
         return cls(view, fold, index, train_rows, val_rows, prior, report.oracle_of(store))
 
 

@@ -139,7 +139,7 @@ def train_folds(cfg: Config, store, view: str, out_dir, resume: bool = False) ->
     m = epoch_metrics(oof["label"], oof[["p0", "p1", "p2"]].to_numpy(), cfg.train.min_recall)
     score = report.view_score(view, oof)
     index = read_index(store, view)
-    priors = fold_priors(index, assign_folds(index, cfg.train.folds, cfg.train.seed), report.PRIOR_PSEUDOCOUNT)
+    priors = fold_priors(index, assign_folds(index, cfg.train.folds, cfg.train.seed))
     refs = report.references(view, oof, score, priors, report.oracle_of(store))
     summary = {"view": view, "folds": folds, "oof": {**score, **m, "samples": len(oof), **refs}}
     if int(os.environ.get("RANK", "0")) == 0:

@@ -161,9 +161,7 @@ def plot_attention(images: np.ndarray, attention: np.ndarray, labels, probs, pat
 
 
 # -- the yardstick: prior, ceiling, skill ----------------------------------------------------------
-#: pseudocount of the training prior (demo-sized folds miss a class in some cells; 0 would cost ~36
-#: nats per such row and make the prior a straw man)
-PRIOR_PSEUDOCOUNT = 0.5
+# (the prior itself, pseudocount included, is lsdc.metric.baselines.fit_prior's: one for every caller)
 ORACLE_FILE = "train_oracle.csv"
 
 
