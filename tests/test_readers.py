@@ -90,3 +90,35 @@ def test_read_sample_submission(tmp_path):
     bad = _write(tmp_path / "bad.csv", ("row_id",) + schema.SUBMISSION_COLUMNS, [["9_spine_l1_l2", 1, 0, 0]])
     with pytest.raises(InputError, match="line 2 column 'row_id': malformed row_id"):
         read_sample_submission(bad)
+
+
+def test_a_repeated_coordinate_key_names_both_lines_in_plain_numbers(tmp_path):
+    row = [4003253, 22, 8, "Spinal Canal Stenosis", "L4/L5", 320.5, 300.25]
+    path = _write(tmp_path / "c.csv", COORD_HEADER, [row, [1, 23, 3, "Spinal Canal Stenosis", "L1/L2", 1, 2], row])
+    with pytest.raises(InputError) as e:
+        read_coordinates(path)
+    msg = str(e.value)
+    assert "c.csv line 4: duplicate study_id/condition/level" in msg and "first on line 2" in msg
+    assert "study_id 4003253" in msg and "np." not in msg
+
+
+def test_all_rows_keeps_repeats_with_the_line_an_editor_shows(tmp_path):
+    """Blank lines are skipped as rows but still counted, so a line number points at the right row."""
+    path = tmp_path / "c.csv"
+    row = "1,22,8,Spinal Canal Stenosis,L4/L5,320.5,300.25"
+    path.write_text(",".join(COORD_HEADER) + f"\n{row}\n\n  \n{row}\n1,22,9,Spinal Canal Stenosis,L5/S1,1,2\n\n")
+    df = read_coordinates(path, all_rows=True)
+    assert df.line.tolist() == [2, 5, 6]
+    assert df.study_id.tolist() == [1, 1, 1] and df.level.tolist() == ["l4_l5", "l4_l5", "l5_s1"]
+    path.write_text(path.read_text().replace("L5/S1", "L6/S1"))
+    with pytest.raises(InputError, match="line 6 column 'level'"):
+        read_coordinates(path, all_rows=True)
+
+
+def test_ids_from_numpy_are_plain_ints_and_errors_print_plain_numbers():
+    import numpy as np
+    value = schema.parse_id(np.int64(4003253))
+    assert value == 4003253 and type(value) is int
+    with pytest.raises(InputError) as e:
+        schema.parse_id(np.float64(1.5), "c.csv", 3, "series_id")
+    assert str(e.value) == "c.csv line 3 column 'series_id': ID 1.5 is not a non-negative integer"

@@ -90,8 +90,11 @@ def parse_id(value, path="", line=None, column=None) -> int:
     """A study/series ID or instance number as a non-negative int.
 
     Anything else (``../x``, ``1.5``, empty) is an :class:`InputError` naming the place; an ID is
-    never joined into a path before it has been through here.
+    never joined into a path before it has been through here. NumPy scalars count as the Python
+    numbers they hold (and messages print them plainly: ``5``, never ``np.int64(5)``).
     """
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # a NumPy scalar, e.g. a pandas cell
     if isinstance(value, bool):
         raise InputError(f"{where(path, line, column)}: ID {value!r} is not an integer")
     if isinstance(value, int):

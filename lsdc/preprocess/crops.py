@@ -18,7 +18,8 @@ from ..core.schema import LEVELS, SIDES
 from ..store.layout import INDEX_COLUMNS, STORE_VERSION, VOLUME_INDEX_COLUMNS, VOLUME_VIEWS
 from ..store.reasons import Reason
 from .kernels import crop_boxes, resample_volume, series_window, window_voxels
-from .plan import StudyJob, Target, skip
+from .plan import StudyJob, Target
+from .records import skip
 from .series import Series, SeriesError, load_series
 from .stacks import Stack
 

@@ -3,12 +3,14 @@
 A worker writes ``OUT/_parts/<study_id>.npz`` to a temporary name and renames it into place, so a study
 is committed whole or not at all (a ``kill -9`` leaves at most a stray ``.tmp`` file, which is
 ignored and removed). Shards on several machines write disjoint part files; assembling the Zarr store
-from all parts is a separate, repeatable step.
+from all parts is a separate, repeatable step. Once the store is committed (complete and on disk) the
+parts are deleted (:func:`remove_parts`) unless the user keeps them.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -112,3 +114,14 @@ def clean_stale_tmp(out_dir) -> int:
     return n
 
 
+
+
+def remove_parts(out_dir) -> bool:
+    """Delete ``OUT/_parts`` (call only once the store is committed: the parts are the only other copy of
+    its data). A run killed half-way leaves some parts: each is still valid, so whatever runs next is
+    right (see lsdc.preprocess.convert). Returns whether the folder was there."""
+    d = parts_dir(out_dir)
+    if not d.exists():
+        return False
+    shutil.rmtree(d)
+    return True

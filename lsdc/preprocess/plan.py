@@ -2,7 +2,8 @@
 
 A job lists the study's series (by view) and its targets: one per coordinate row, i.e. one sample per
 (study, level) on sagittal T2 and per (study, level, side) on sagittal T1 and axial T2. Nothing here
-reads DICOM; problems found from the CSVs alone are returned as skip records for the report.
+reads DICOM; problems found from the CSVs alone are returned as skip records for the report, and
+coordinate rows read differently (a repeated row read once) as notes.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from ..core.errors import InputError
 from ..core.readers import read_coordinates, read_series_descriptions, read_train
 from ..core.schema import BLANK, CONDITION_SIDE, CONDITION_VIEW, CONDITIONS, LEVELS, label_column
 from ..store.reasons import Reason
+from .coordinates import resolve_repeats
+from .records import skip
 
 SPLITS = ("train", "test")
 
@@ -46,10 +49,11 @@ class StudyJob:
     targets: list[Target] = field(default_factory=list)
 
 
-def skip(reason: Reason, study_id=None, series_id=None, view=None, condition=None, level=None, detail="") -> dict:
-    """One report record: what was not converted, and why."""
-    return {"study_id": study_id, "series_id": series_id, "view": view, "condition": condition,
-            "level": level, "reason": Reason(reason).value, "detail": detail}
+@dataclass
+class Plan:
+    jobs: list[StudyJob]  # sorted by study_id
+    skips: list[dict]  # skip records: what the CSVs already rule out
+    notes: list[dict]  # note records: coordinate rows read differently (repeats read once)
 
 
 def input_files(data_dir, split: str, coords=None) -> dict[str, Path]:
@@ -73,13 +77,19 @@ def input_files(data_dir, split: str, coords=None) -> dict[str, Path]:
 
 
 def build_jobs(data_dir, split: str = "train", coords=None) -> tuple[list[StudyJob], list[dict]]:
-    """Jobs sorted by study_id, and skip records for what the CSVs already rule out."""
+    """The jobs and skips of :func:`make_plan`, for callers that need no report (the convert benchmark)."""
+    plan = make_plan(data_dir, split, coords)
+    return plan.jobs, plan.skips
+
+
+def make_plan(data_dir, split: str = "train", coords=None) -> Plan:
+    """Jobs sorted by study_id, skip records for what the CSVs already rule out, and notes."""
     files = input_files(data_dir, split, coords)
     series = read_series_descriptions(files["series"], strict=False)
-    points = read_coordinates(files["coords"])
+    rows = read_coordinates(files["coords"], all_rows=True)
+    points, skips, notes = resolve_repeats(rows, files["coords"])
     labels = read_train(files["labels"]).set_index("study_id") if "labels" in files else None
     images = Path(data_dir) / f"{split}_images"
-    skips: list[dict] = []
 
     jobs: dict[int, StudyJob] = {}
     for r in series.itertuples(index=False):
@@ -115,14 +125,14 @@ def build_jobs(data_dir, split: str = "train", coords=None) -> tuple[list[StudyJ
         job.targets.append(Target(r.condition, r.level, r.series_id, r.instance_number, r.x, r.y, label))
 
     if labels is not None:  # graded cells that no coordinate row points at cannot become samples
-        have = {(r.study_id, r.condition, r.level) for r in points.itertuples(index=False)}
+        have = {(r.study_id, r.condition, r.level) for r in rows.itertuples(index=False)}  # conflicts: skipped above
         for study_id, row in labels.iterrows():
             for c in CONDITIONS:
                 for lv in LEVELS:
                     if row[label_column(c, lv)] != BLANK and (study_id, c, lv) not in have:
                         skips.append(skip(Reason.NO_COORDINATES, study_id, None, CONDITION_VIEW[c], c, lv,
                                           "graded in train.csv but no coordinate row"))
-    return [jobs[s] for s in sorted(jobs)], skips
+    return Plan([jobs[s] for s in sorted(jobs)], skips, notes)
 
 
 def shard(jobs: list[StudyJob], index: int, count: int) -> list[StudyJob]:

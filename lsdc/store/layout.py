@@ -12,9 +12,11 @@ A store is one Zarr v3 group of level-centred crops, written once by ``lsdc prep
     OUT/<view>/volumes                 sagittal views only: uint8 [M, volume_slices, volume_px, volume_px]
     OUT/<view>/volumes.parquet         row j describes volumes[j] (VOLUME_INDEX_COLUMNS): the geometry
                                        of the series' largest stack
-    OUT/report.json                    counts and every skipped study/series/label with its reason
-                                       (:mod:`lsdc.store.reasons`)
-    OUT/_parts/<study_id>.npz          committed studies (resume, shards); the store is assembled from them
+    OUT/report.json                    counts, the store's fingerprint and every skipped study/series/
+                                       label with its reason (:mod:`lsdc.store.reasons`); written last:
+                                       a store with a report is complete (writer.commit)
+    OUT/_parts/<study_id>.npz          committed studies (resume, shards); the store is assembled from
+                                       them, and they are deleted once it is committed (unless kept)
 
 ``S`` is the view's ``store_slices`` and ``H = W`` its ``store_px`` (see ``CropSpec``); the crop spec
 itself is in the root attrs under ``preprocess`` and is never restated by a later stage.

@@ -53,9 +53,14 @@ class Reason(StrEnum):
                                         "a coordinate row of a study absent from the series descriptions")
     STUDY_NOT_IN_LABELS = "study_not_in_labels", SKIP, "a coordinate row of a study without a train.csv row"
     STUDY_FOLDER_MISSING = "study_folder_missing", SKIP, "the study's image folder is missing"
+    CONFLICTING_COORDINATES = ("conflicting_coordinates", SKIP,
+                               "coordinate rows of one study, condition and level give different points (series, "
+                               "instance or x, y): none is used")
     NO_COORDINATES = "no_coordinates", SKIP, "graded in train.csv but no coordinate row"
     DUPLICATE_COLLAPSED = ("duplicate_collapsed", NOTE,
                            "two slices at one position: the labelled (else higher) InstanceNumber kept")
+    COORDINATE_ROW_REPEATED = ("coordinate_row_repeated", NOTE,
+                               "a coordinate row repeated verbatim (same series, instance, x and y): read once")
 
 
 #: what a ``skipped`` record can carry: every read reason, then every skip reason

@@ -1,9 +1,13 @@
-"""The store writer: assembles every view of a store from the committed study parts.
+"""The store writer: assembles every view of a store from the committed study parts, and commits it.
 
-The layout it writes is the contract in :mod:`lsdc.store.layout`.
+The layout it writes is the contract in :mod:`lsdc.store.layout`. The store's report is its commit
+point: :func:`assemble` removes it before touching anything, :func:`commit` writes it last, after the
+store is on disk, so a store with a report is complete (:func:`committed_report`), whatever was
+killed when.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -15,10 +19,12 @@ from zarr.codecs import BloscCodec
 
 from ..core.config import PreprocessConfig
 from ..core.schema import VIEWS
-from .layout import (CROPS, INDEX_COLUMNS, INDEX_FILE, STORE_VERSION, VERSION_ATTR, VOLUME_INDEX_COLUMNS,
-                     VOLUME_INDEX_FILE, VOLUME_VIEWS, VOLUMES)
+from .durable import fsync_dir, fsync_tree, write_durably
+from .layout import (CROPS, INDEX_COLUMNS, INDEX_FILE, PARTS_DIR, REPORT_FILE, STORE_VERSION, VERSION_ATTR,
+                     VOLUME_INDEX_COLUMNS, VOLUME_INDEX_FILE, VOLUME_VIEWS, VOLUMES)
 
 _BUILDING = ".building"
+_ROOT_META = "zarr.json"  # the root group's metadata (Zarr v3), its attributes included
 
 def _codec() -> BloscCodec:
     # Decode speed decides (the loader reads each chunk every epoch). Measured on 32 x 11 x 148 x 148
@@ -90,10 +96,18 @@ def _write_view(folder: Path, parts, view: str, pcfg: PreprocessConfig) -> dict:
 def assemble(out_dir, parts: list, pcfg: PreprocessConfig, attrs: dict) -> dict:
     """(Re)build every view of the store from committed parts (given in study order).
 
-    Each view is written beside the store and swapped in by rename; root attributes go last, so an
-    interrupted assembly is simply run again.
+    The report goes first (the store is no longer complete, so no rerun takes a half-replaced store
+    for a finished one); each view is written beside the store and swapped in by rename; root
+    attributes go last. An interrupted assembly is simply run again; :func:`commit` completes it.
     """
     out_dir = Path(out_dir)
+    report = out_dir / REPORT_FILE
+    if report.exists():
+        report.unlink()
+        fsync_dir(out_dir)  # the removal must reach the disk before the first view is replaced
+    # what a kill mid-write left: our report's temporary file, zarr's half-written root metadata
+    for stray in (*out_dir.glob(f"{REPORT_FILE}.*.tmp"), *out_dir.glob("zarr.*.partial")):
+        stray.unlink(missing_ok=True)
     root = zarr.open_group(out_dir, mode="a")
     counts = {}
     for view in VIEWS:
@@ -108,3 +122,25 @@ def assemble(out_dir, parts: list, pcfg: PreprocessConfig, attrs: dict) -> dict:
     root.attrs.update({**attrs, VERSION_ATTR: STORE_VERSION, "counts": counts,
                        "preprocess": asdict(pcfg)})
     return counts
+
+
+def commit(out_dir, report_json: str) -> None:
+    """Flush the assembled store to disk, then write its report (durably): the commit point. From here
+    on the store is complete and its parts may be deleted."""
+    out_dir = Path(out_dir)
+    fsync_tree(out_dir, skip=(PARTS_DIR,))
+    write_durably(out_dir / REPORT_FILE, report_json.encode())
+
+
+def committed_report(out_dir, fingerprint: str) -> dict | None:
+    """The report of the complete store at ``out_dir`` when it was assembled from exactly the inputs
+    of ``fingerprint`` (report and root attributes agree on it); None otherwise."""
+    out_dir = Path(out_dir)
+    try:
+        report = json.loads((out_dir / REPORT_FILE).read_text())
+        attrs = json.loads((out_dir / _ROOT_META).read_text())["attributes"]
+    except (OSError, ValueError, KeyError, TypeError):  # missing, half-written by hand, or not a store
+        return None
+    if not isinstance(report, dict) or not isinstance(attrs, dict):
+        return None
+    return report if report.get("fingerprint") == attrs.get("fingerprint") == fingerprint else None
