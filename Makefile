@@ -3,9 +3,11 @@
 # the tested set constraints/dev-py3.12.txt. `make wheelhouse` builds the offline route for Kaggle.
 PY      ?= python3
 # pyenv keeps python3.12 behind a shim that refuses to run unless that version is selected:
-# select every installed version for the one command that resolves the interpreter's path.
+# select every installed version for the one command that resolves the interpreter's path, or (pyenv
+# not on PATH) take it from pyenv's versions folder.
 resolve_py = $(shell $(1) -c 'import sys; print(sys.executable)' 2>/dev/null || \
-               PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | tr '\n' ':') pyenv which $(1) 2>/dev/null)
+               PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | tr '\n' ':') pyenv which $(1) 2>/dev/null || \
+               ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/*/bin/$(1) 2>/dev/null | tail -1)
 PYBIN   := $(call resolve_py,$(PY))
 PYVER   := $(shell $(PYBIN) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 ifeq ($(PYVER),)

@@ -94,5 +94,8 @@ def test_wheelhouse_ships_what_kaggle_lacks_by_canonical_name(tmp_path):
               [("lsdc", "0.1.0"), ("zarr", "3.1.6"), ("pyyaml", "6.0.4"), ("Scikit-Learn", "1.6.1"),
                ("nvidia-dali-cuda120", "2.4.0"), ("torch", "2.10.0")]}
     preinstalled = {wheelhouse.canonical(n): (n, v) for n, v in
-                    [("torch", "2.10.0"), ("scikit_learn", "1.6.1"), ("PyYAML", "6.0.2")]}
+                    [("torch", "2.10.0"), ("scikit_learn", "1.6.1"), ("PyYAML", "6.0.4"), ("packaging", "26.4")]}
     assert wheelhouse.shipped(needed, preinstalled) == [("nvidia-dali-cuda120", "2.4.0"), ("zarr", "3.1.6")]
+    # DALI caps packaging below what Kaggle's stack resolves to: that one must travel too
+    needed["packaging"] = ("packaging", "26.3")
+    assert ("packaging", "26.3") in wheelhouse.shipped(needed, preinstalled)

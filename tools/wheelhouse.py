@@ -9,8 +9,10 @@ with a Python 3.12 interpreter on Linux x86-64 (Kaggle's), online:
 How it decides what to ship, with pip's own resolver (no hand-kept list to go stale):
 1. resolve lsdc[EXTRA] with Kaggle's versions as constraints: everything lsdc needs there;
 2. resolve Kaggle's preinstalled packages alone (the constraints file's names): what Kaggle has;
-3. ship (1) minus (2), by name, plus the lsdc wheel itself. A package Kaggle has at another version is
-   left out (Kaggle's copy satisfies lsdc's ranges; the rehearsal checks that it does).
+3. ship what (1) holds and (2) does not hold at the same version, plus the lsdc wheel itself. A package
+   both need at one version is left out; one that lsdc's closure needs at another version than Kaggle's
+   own resolution gives is shipped (DALI 2.4 caps ``packaging<=26.3``, say, below what Kaggle's stack
+   resolves to), so pip can move it offline. The rehearsal (tools/kaggle_rehearsal.sh) checks the set.
 Writes wheelhouse/manifest.json (each wheel and its size, what was left out and why). Stdlib only.
 """
 from __future__ import annotations
@@ -58,8 +60,9 @@ def resolve(requirements: list[str], constraints: Path) -> dict[str, tuple[str, 
 
 def shipped(needed: dict[str, tuple[str, str]], preinstalled: dict[str, tuple[str, str]],
             own: str = "lsdc") -> list[tuple[str, str]]:
-    """What the wheelhouse must hold besides lsdc's own wheel: needed minus what Kaggle has, by name."""
-    return sorted(v for k, v in needed.items() if k not in preinstalled and k != canonical(own))
+    """What the wheelhouse must hold besides lsdc's own wheel: every needed (name, version) that Kaggle's
+    own resolution does not give at that version (names compared in canonical form)."""
+    return sorted(v for k, v in needed.items() if preinstalled.get(k, (None, None))[1] != v[1] and k != canonical(own))
 
 
 def main(argv=None) -> int:
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
         "python": f"{KAGGLE_PYTHON[0]}.{KAGGLE_PYTHON[1]}", "extra": a.extra,
         "install": f"pip install --no-index --find-links <this folder> 'lsdc[{a.extra}]'",
         "wheels": {w.name: w.stat().st_size for w in wheels}, "total_bytes": total,
-        "left_out_kaggle_has": sorted(f"{n}=={v}" for k, (n, v) in needed.items() if k in preinstalled),
+        "left_out_kaggle_has": sorted(f"{n}=={v}" for k, (n, v) in needed.items()
+                                      if preinstalled.get(k, (None, None))[1] == v),
     }
     (a.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"{a.out}: {len(wheels)} wheels, {total / 2**20:.0f} MiB; left out (Kaggle has them): "
