@@ -26,7 +26,7 @@ OUT     ?= demo_out
 STAMP   := $(VENV)/.installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: demo test install clean wheelhouse
+.PHONY: demo test install clean wheelhouse kaggle-python
 
 $(STAMP): setup.py pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYBIN) -m venv $(VENV)
@@ -49,8 +49,13 @@ test: $(STAMP)
 # Kaggle code competitions run offline: wheelhouse/ holds the lsdc wheel and every wheel a Kaggle GPU
 # notebook (Python 3.12, constraints/kaggle.txt) lacks, resolved by a Python 3.12 on Linux x86-64.
 # tools/kaggle_rehearsal.sh then rehearses the offline install and a predict run on this machine.
+KAGGLE_PY = $(call resolve_py,python3.12)
+
 wheelhouse:
-	$(call resolve_py,python3.12) tools/wheelhouse.py --out wheelhouse --kaggle constraints/kaggle.txt
+	$(KAGGLE_PY) tools/wheelhouse.py --out wheelhouse --kaggle constraints/kaggle.txt
+
+kaggle-python:  # the Python 3.12 interpreter tools/kaggle_rehearsal.sh builds its venv with
+	@echo $(KAGGLE_PY)
 
 clean:
 	rm -rf $(OUT) .pytest_cache .numba_cache

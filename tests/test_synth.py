@@ -427,7 +427,7 @@ def test_synth_train_csv_has_the_real_mix_and_an_oracle(synth_factory):
         assert len(oracle) == 25 * (STUDIES if split == "train" else TEST_STUDIES)
         np.testing.assert_allclose(oracle[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0, atol=1e-6)
     rep = score_report(out / "test_labels.csv", out / "test_oracle.csv", prior_from=out / "train.csv",
-                       oracle=out / "test_oracle.csv", pseudocount=0.5)
+                       oracle=out / "test_oracle.csv")
     assert rep["skill"] == pytest.approx(1.0) and rep["ceiling"] < rep["prior"]
 
 

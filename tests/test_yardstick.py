@@ -48,8 +48,7 @@ def _spinal_skill(base, data, store, name) -> dict:
         # one work folder for both runs: the second prediction resumes the first one's conversion of the test split
         predict(data, [run], sub, "test", coords=data / "test_label_coordinates.csv", work_dir=base / "predict_work",
                 progress=False, workers=2)
-    rep = score_report(data / "test_labels.csv", sub, prior_from=data / "train.csv", oracle=data / "test_oracle.csv",
-                       pseudocount=0.5)
+    rep = score_report(data / "test_labels.csv", sub, prior_from=data / "train.csv", oracle=data / "test_oracle.csv")
     return rep["terms"]["spinal"]
 
 

@@ -13,9 +13,7 @@ if [ $# -ne 6 ]; then sed -n 2,12p "$0" >&2; exit 2; fi
 wheelhouse=$(realpath "$1"); data=$(realpath "$2"); runs=$(realpath "$3"); localizer=$(realpath "$4")
 reference=$(realpath "$5"); out=$(realpath -m "$6")
 root=$(cd "$(dirname "$0")/.." && pwd)
-py=$(command -v python3.12 2>/dev/null && python3.12 -V >/dev/null 2>&1 && echo python3.12 ||
-     PYENV_VERSION=$(pyenv versions --bare | tr '\n' ':') pyenv which python3.12)
-py=$(echo "$py" | tail -1)
+py=$(make -s -C "$root" --no-print-directory kaggle-python)  # the Makefile's one interpreter lookup
 mkdir -p "$out"
 venv=$out/venv
 rm -rf "$venv"

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         "install": f"pip install --no-index --find-links <this folder> 'lsdc[{a.extra}]'",
         "wheels": {w.name: w.stat().st_size for w in wheels}, "total_bytes": total,
         "left_out_kaggle_has": sorted(f"{n}=={v}" for k, (n, v) in needed.items()
-                                      if preinstalled.get(k, (None, None))[1] == v),
+                                      if (n, v) not in ship and k != "lsdc"),
     }
     (a.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"{a.out}: {len(wheels)} wheels, {total / 2**20:.0f} MiB; left out (Kaggle has them): "

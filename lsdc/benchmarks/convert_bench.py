@@ -33,7 +33,7 @@ import pydicom
 from ..core.errors import InputError
 from ..preprocess.convert import preprocess
 from ..preprocess.kernel_bench import kernel_speed
-from ..preprocess.plan import build_jobs
+from ..preprocess.plan import make_plan
 from ..preprocess.series import SeriesError, read_slice
 from .timing import interleaved_rates
 
@@ -49,8 +49,7 @@ print(json.dumps({"rss_mb": peak_rss_mb(), "studies": rep["studies"]}))
 
 
 def _files(data_dir) -> list[Path]:
-    jobs, _ = build_jobs(data_dir)
-    return [f for j in jobs for sid in sorted(j.series_views) for f in sorted((j.study_dir / str(sid)).glob("*.dcm"))]
+    return [f for j in make_plan(data_dir).jobs for sid in sorted(j.series_views) for f in sorted((j.study_dir / str(sid)).glob("*.dcm"))]
 
 
 def _pydicom_read(files) -> None:

@@ -6,6 +6,7 @@ parsed to int here, so no caller ever joins raw text into a path.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 from .errors import InputError, where
 from .schema import (BLANK, CONDITION_FROM_TITLE, LABEL_COLUMNS, LEVEL_FROM_TITLE, SEVERITY_INDEX, SUBMISSION_COLUMNS,
-                     VIEW_FROM_DESCRIPTION, parse_id, parse_row_id)
+                     VIEW_FROM_DESCRIPTION, parse_id, parse_row_id, plain)
 
 TRAIN_COLUMNS = ("study_id",) + LABEL_COLUMNS
 COORD_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
@@ -27,21 +28,22 @@ def _read_csv(path, required) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    data = path.read_bytes()  # read once: pandas parses it, _data_lines numbers its lines
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not a readable CSV file ({e})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
-    df.index = _data_lines(path, len(df))
+    df.index = _data_lines(data, len(df))
     return df
 
 
-def _data_lines(path: Path, rows: int) -> list[int]:
+def _data_lines(data: bytes, rows: int) -> list[int]:
     """The line of each data row. pandas skips blank lines, and an editor counts them, so row i is
     not always line i + 2; when a quoted field spans lines the counts disagree and i + 2 is used."""
-    lines = [n for n, text in enumerate(path.read_bytes().split(b"\n"), 1) if text.strip()][1:]  # [0]: header
+    lines = [n for n, text in enumerate(data.split(b"\n"), 1) if text.strip()][1:]  # [0]: header
     return lines if len(lines) == rows else list(range(2, rows + 2))
 
 
@@ -59,11 +61,6 @@ def _number(value: str, path, line: int, column) -> float:
     return out
 
 
-def _plain(value):
-    """A cell as Python prints it: ``5``, not numpy's ``np.int64(5)``."""
-    return value.item() if hasattr(value, "item") else value
-
-
 def _no_duplicates(df, lines, path, keys) -> None:
     """``lines``: the CSV line of each row of ``df`` (the messages name it)."""
     dup = df.duplicated(list(keys), keep="first")
@@ -71,7 +68,7 @@ def _no_duplicates(df, lines, path, keys) -> None:
         i = int(dup.to_numpy().nonzero()[0][0])
         key = tuple(df.iloc[i][k] for k in keys)
         first = next(j for j in range(i) if tuple(df.iloc[j][k] for k in keys) == key)
-        shown = ", ".join(f"{k} {_plain(v)}" for k, v in zip(keys, key))
+        shown = ", ".join(f"{k} {plain(v)}" for k, v in zip(keys, key))
         raise InputError(f"{where(path, lines[i])}: duplicate {'/'.join(keys)} ({shown}), "
                          f"first on line {lines[first]}")
 

@@ -86,6 +86,12 @@ def parse_row_id(value: str) -> tuple[int, str, str]:
 _INT = re.compile(r"^\s*\+?\d+\s*$")
 
 
+def plain(value):
+    """A NumPy scalar (a pandas cell) as the Python number it holds, so messages print ``5``, never
+    ``np.int64(5)``; anything else as it is."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
 def parse_id(value, path="", line=None, column=None) -> int:
     """A study/series ID or instance number as a non-negative int.
 
@@ -93,8 +99,7 @@ def parse_id(value, path="", line=None, column=None) -> int:
     never joined into a path before it has been through here. NumPy scalars count as the Python
     numbers they hold (and messages print them plainly: ``5``, never ``np.int64(5)``).
     """
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()  # a NumPy scalar, e.g. a pandas cell
+    value = plain(value)
     if isinstance(value, bool):
         raise InputError(f"{where(path, line, column)}: ID {value!r} is not an integer")
     if isinstance(value, int):

@@ -114,14 +114,10 @@ def clean_stale_tmp(out_dir) -> int:
     return n
 
 
-
-
-def remove_parts(out_dir) -> bool:
+def remove_parts(out_dir) -> None:
     """Delete ``OUT/_parts`` (call only once the store is committed: the parts are the only other copy of
     its data). A run killed half-way leaves some parts: each is still valid, so whatever runs next is
-    right (see lsdc.preprocess.convert). Returns whether the folder was there."""
+    right (see lsdc.preprocess.convert)."""
     d = parts_dir(out_dir)
-    if not d.exists():
-        return False
-    shutil.rmtree(d)
-    return True
+    if d.exists():
+        shutil.rmtree(d)

@@ -76,12 +76,6 @@ def input_files(data_dir, split: str, coords=None) -> dict[str, Path]:
     return files
 
 
-def build_jobs(data_dir, split: str = "train", coords=None) -> tuple[list[StudyJob], list[dict]]:
-    """The jobs and skips of :func:`make_plan`, for callers that need no report (the convert benchmark)."""
-    plan = make_plan(data_dir, split, coords)
-    return plan.jobs, plan.skips
-
-
 def make_plan(data_dir, split: str = "train", coords=None) -> Plan:
     """Jobs sorted by study_id, skip records for what the CSVs already rule out, and notes."""
     files = input_files(data_dir, split, coords)

@@ -161,7 +161,6 @@ def plot_attention(images: np.ndarray, attention: np.ndarray, labels, probs, pat
 
 
 # -- the yardstick: prior, ceiling, skill ----------------------------------------------------------
-# (the prior itself, pseudocount included, is lsdc.metric.baselines.fit_prior's: one for every caller)
 ORACLE_FILE = "train_oracle.csv"
 
 
