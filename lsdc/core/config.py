@@ -324,8 +324,9 @@ class PredictConfig:
     tta: bool = True
     """Average each classifier over slice-window shifts of -1, 0, +1 (never an image flip)."""
     calibrate: bool = True
-    """Apply the per-group temperature of RUN_DIR/calibration.json, fitting it from RUN_DIR/oof.csv
-    when the file is missing."""
+    """Apply each run's calibration (RUN_DIR/calibration.json, fitted on its out-of-fold rows when
+    missing): a temperature that a small or lucky fold cannot sharpen, the any-severe scale on each
+    study's highest spinal severe probability, and a small mix with the prior (lsdc.inference.calibrate)."""
 
 
 @dataclass

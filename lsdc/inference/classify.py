@@ -1,5 +1,6 @@
 """Run the trained classifiers of run directories on a (test) store: folds averaged, optional TTA,
-optional temperature, and the training prior for cells nothing could predict.
+the run's calibration (:mod:`lsdc.inference.calibrate`), and the training prior for cells nothing
+could predict.
 
 A run directory is what ``lsdc train STORE --view V --fold K|all --out RUN_DIR`` wrote: its
 ``fold*/best.pt`` are averaged (one fold or all), ``oof.csv`` / ``fold*/predictions.csv`` hold the
@@ -32,23 +33,15 @@ from . import calibrate as cal
 
 @dataclass
 class Run:
-    """One run directory: its view, fold models, temperature and the labels of its predictions."""
+    """One run directory: its view, fold models, calibration and the labels of its predictions."""
 
     path: Path
     view: str
     cfg: Config
     checkpoints: list
-    temperature: float = 1.0
+    calibration: dict | None = None  # calibrate.fit_calibration's parameters; None = uncalibrated
     labels: pd.DataFrame | None = None  # RUN_LABEL_COLUMNS of oof.csv (else fold*/predictions.csv), if any
     models: list = field(default_factory=list)
-
-
-def _predictions(run_dir: Path) -> pd.DataFrame | None:
-    """The run's out-of-fold predictions (oof.csv, else every fold's predictions.csv), or None."""
-    if (run_dir / "oof.csv").is_file():
-        return pd.read_csv(run_dir / "oof.csv")
-    parts = [pd.read_csv(p) for p in sorted(run_dir.glob("fold*/predictions.csv"))]
-    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 #: the columns of a run's predictions that the prior reads (the long form fit_prior takes)
@@ -81,11 +74,10 @@ def load_run(run_dir, calibrate: bool = True, device: str = "cpu") -> Run:
         raise InputError(f"{run_dir}: checkpoints of several views {sorted(views)}")
     view = views.pop()
     cfg = load_config(run_dir / "config.yaml")
-    pred = _predictions(run_dir)
+    pred, _ = cal.run_predictions(run_dir)
     run = Run(run_dir, view, cfg, ckpts, labels=None if pred is None else pred[list(RUN_LABEL_COLUMNS)], models=models)
     if calibrate:
-        c = cal.load_or_fit(run_dir)
-        run.temperature = float(c["temperature"]) if c else 1.0
+        run.calibration = cal.load_or_fit(run_dir)
     return run
 
 
@@ -97,7 +89,8 @@ def _images(stacks: np.ndarray, spec, channels: int, shift: int) -> torch.Tensor
 
 @torch.no_grad()
 def run_probs(run: Run, reader: StoreReader, meta: dict, rows: np.ndarray, spec, tta: bool) -> np.ndarray:
-    """(len(rows), 3) probabilities: mean over folds and TTA shifts, then the run's temperature."""
+    """(len(rows), 3) probabilities: the mean over folds and TTA shifts (calibration comes after, per
+    cell and study: :func:`calibrate_cells`)."""
     if not len(rows):
         return np.zeros((0, 3))
     stacks = reader.read(rows)
@@ -111,8 +104,13 @@ def run_probs(run: Run, reader: StoreReader, meta: dict, rows: np.ndarray, spec,
             device = next(model.parameters()).device
             out = model(x.to(device), level.to(device), side.to(device) if m["two_sided"] else None)
             probs.append(torch.softmax(out["logits"].float(), 1).cpu().numpy())
-    p = np.mean(probs, axis=0)
-    return cal.apply_temperature(p, run.temperature)
+    return np.mean(probs, axis=0)
+
+
+def calibrate_cells(run: Run, cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (study, condition, level) of this run (study_id, condition, level, p0, p1, p2) with
+    the run's calibration applied (unchanged when it has none)."""
+    return cal.apply_calibration(cells, run.calibration)
 
 
 def open_view(store, view: str, index: pd.DataFrame) -> tuple[StoreReader, dict]:

@@ -8,7 +8,9 @@ Raw DICOM studies -> submission.csv, through the same converter as training:
                points = canal + learned offset, projected into the axial series whose slab holds
                them (headers only) -> WORK/predicted_coordinates.csv (train_label_coordinates format)
   3. crops     `preprocess(DATA, WORK/crops, coords=that CSV)` with the classifiers' crop spec
-  4. classify  every run directory (one view each; folds averaged; TTA slice shift +-1; temperature)
+  4. classify  every run directory (one view each; folds averaged; TTA slice shift +-1), then its
+               calibration (RUN_DIR/calibration.json, fitted on its out-of-fold rows when missing:
+               a guarded temperature, the any-severe scale, a small mix with the prior)
   5. submit    25 rows per study; a cell nothing predicted (missing series, failed read) gets the
                training prior of that condition x level (the best constant under the metric's 1/2/4
                weights, fitted on the labels of the runs' oof.csv, as `lsdc score --prior-from` fits

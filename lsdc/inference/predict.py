@@ -29,6 +29,7 @@ from ..metric.official import predictions_to_submission
 from ..preprocess.plan import SPLITS
 from ..store.reader import read_index
 from ..train.device import resolve_device
+from . import calibrate as cal
 from . import classify
 
 COORDS_FILE = "predicted_coordinates.csv"
@@ -151,7 +152,9 @@ def localise(data_dir: Path, split: str, work: Path, loc_dir, clock: StudyClock,
 
 
 def classify_store(store: Path, runs: list, tta: bool, clock: StudyClock, progress: bool) -> dict:
-    """{(study, condition, level): [(3,) probabilities, ...]} from every run (one entry per run and sample)."""
+    """{(study, condition, level): (3,) probabilities} from every run: a cell seen by several samples
+    of one run (e.g. two axial series) gets their mean, then the run's calibration (per study: the
+    any-severe scale reads a study's five spinal levels), then the mean over runs."""
     from ..store.reader import crop_spec
     cells: dict = {}
     for run in runs:
@@ -161,15 +164,27 @@ def classify_store(store: Path, runs: list, tta: bool, clock: StudyClock, progre
         reader, meta = classify.open_view(store, run.view, index)
         spec = crop_spec(store, run.view)
         groups = index.groupby("study_id").indices
+        rows_out = []
         for study_id, rows in progress_bar(groups.items(), desc=f"classify {run.view}", unit="study", disable=not progress):
             t = time.perf_counter()
             p = classify.run_probs(run, reader, meta, np.asarray(rows, np.int64), spec, tta)
-            for r, probs in zip(rows, p):
-                key = (int(study_id), index.at[r, "condition"], index.at[r, "level"])
-                cells.setdefault(key, {}).setdefault(str(run.path), []).append(probs)
+            rows_out += [(int(study_id), index.at[r, "condition"], index.at[r, "level"], *probs) for r, probs in zip(rows, p)]
             clock.add(study_id, time.perf_counter() - t)
-    # a cell seen by several samples (e.g. two axial series) of one run: their mean; runs: the mean of runs
-    return {k: np.mean([np.mean(v, axis=0) for v in by_run.values()], axis=0) for k, by_run in cells.items()}
+        t = time.perf_counter()
+        frame = classify.calibrate_cells(run, cal.to_cells(pd.DataFrame(rows_out, columns=[*cal.CELL_KEYS, *cal.PROBS])))
+        clock.shared += time.perf_counter() - t
+        for s, c, lv, *probs in frame.itertuples(index=False):
+            cells.setdefault((int(s), c, lv), []).append(np.asarray(probs, np.float64))
+    return {k: np.mean(v, axis=0) for k, v in cells.items()}
+
+
+def submission_from_store(store, runs: list, studies: list, tta: bool, clock: StudyClock | None = None,
+                          progress: bool = False, notes: list | None = None) -> tuple[pd.DataFrame, int]:
+    """The submission frame (25 rows per study of ``studies``) of loaded runs on a converted store, and
+    how many cells took the training prior (one note per such study appended to ``notes``)."""
+    clock = clock or StudyClock(studies)
+    cells = classify_store(Path(store), runs, tta, clock, progress)
+    return _submission(studies, cells, runs, notes if notes is not None else [])
 
 
 def _studies(data_dir: Path, split: str) -> tuple[list, pd.DataFrame | None]:
@@ -215,8 +230,7 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
         pcfg = _merged_preprocess(loaded)
         rep = preprocess(data_dir, work / "crops", split, coords, workers, None, Config(preprocess=pcfg), progress=progress)
         clock.shared += time.perf_counter() - t
-        cells = classify_store(work / "crops", loaded, cfg.predict.tta, clock, progress)
-        out, prior_cells = _submission(studies, cells, loaded, notes)
+        out, prior_cells = submission_from_store(work / "crops", loaded, studies, cfg.predict.tta, clock, progress, notes)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -231,13 +245,18 @@ def predict(data_dir, runs, out_csv, split: str = "test", localizer_dir=None, wo
     per = clock.per_study()
     summary = {"out": str(out_csv), "rows": int(len(out)), "studies": len(studies), "runs": [str(r.path) for r in loaded],
                "views": sorted({r.view for r in loaded}), "localized": localized,
-               "temperatures": {str(r.path): r.temperature for r in loaded}, "prior_cells": prior_cells,
+               "calibration": {str(r.path): _calibration_params(r.calibration) for r in loaded}, "prior_cells": prior_cells,
                "skipped_in_conversion": len(rep.get("skipped", [])), "warnings": notes,
                "seconds": round(time.perf_counter() - t0, 2),
                "seconds_per_study_mean": float(per.mean()), "seconds_per_study_median": float(np.median(per))}
     if work_dir is not None and tmp is None:
         (work / "predict_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _calibration_params(c: dict | None) -> dict | None:
+    """The fitted parameters of a run's calibration (its prior table left out of the summary)."""
+    return None if c is None else {k: c[k] for k in ("temperature", "severe_scale", "prior_weight") if k in c}
 
 
 def _submission(studies: list, cells: dict, runs: list, notes: list) -> tuple[pd.DataFrame, int]:
