@@ -7,6 +7,18 @@
       instance and label. --study: every sample of that study (by level, then side; at most --n if given);
       otherwise --n samples (default 12) in a random order fixed by --seed (default 0).
 
+  lsdc show STORE --view V --augment [--draws D] [--config FILE] [--key=value ...] [--study ID] [--n N]
+            [--seed S] [--neighbours K] --out FILE.png
+      what the training augmentation does to each shown sample (at most 100), one row per sample: its
+      eval crop (the model's out_px crop, what validation and predict see), then D (default 3, at most 8)
+      draws through the real training loader (its slice window and the torch backend's warp, grey and
+      noise), each slice window's centre slice large and its K neighbours (default all) small, numbered
+      from the labelled slice, the labelled point crossed where the warp put it, and under each draw its
+      params: slice shift, rotation, scale, translation t (the labelled point lands at the centre - t),
+      brightness, contrast, gamma, noise std. The ranges are the config's loader section (defaults <
+      --config FILE < --key=value, e.g. --max_slice_shift=1 --rotate_deg=5; set one range alone to see
+      what it does); augment is on whatever loader.augment says. The draws are fixed by --seed.
+
   lsdc show --study-dir DATA/<split>_images/STUDY (--localizer DIR | --keypoints FILE) --out FILE.png
       the study's sagittal keypoints drawn on the slices they fall on, one panel per (series, slice):
       canal points on Sagittal T2/STIR, foramina on Sagittal T1, each marked with its level.
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -27,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import InputError
+from ..core.overrides import accept_overrides, load_config
 from ..core.schema import (BLANK, DESCRIPTION_OF_VIEW, LEFT_NFN, LEVEL_TITLE, RIGHT_NFN, SAG_T1, SAG_T2, SEVERITIES,
                            SPINAL, VIEW_FROM_DESCRIPTION, VIEWS, parse_id)
 from . import montage
@@ -87,20 +101,31 @@ def select_samples(index: pd.DataFrame, study=None, n: int | None = None, seed: 
     return order[:DEFAULT_N if n is None else n]
 
 
-def show_store(store, view: str, out, study=None, n=None, seed: int = 0, cols: int = 4,
-               neighbours: int | None = None) -> dict:
-    """Write the sample montage of ``view`` to ``out``; returns {out, samples, of, size, neighbours}."""
-    from ..store.reader import crop_spec, crops_array, open_root, read_index
+def _selection(store, view: str, study, n: int | None, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """(index, row positions to show) of a store view (:func:`select_samples`); InputError for a bad or
+    empty view. Both store montages choose their samples here, so one seed shows the same samples."""
+    from ..store.reader import open_root, read_index
     if view not in VIEWS:
         raise InputError(f"--view {view!r}: not a view; one of {', '.join(VIEWS)}")
-    n = None if n is None else _count(n, "--n", 1, MAX_N)
-    cols = _count(cols, "--cols", 1, 50)
     open_root(store)
     index = read_index(store, view)
     where = f"{Path(store) / view}"
     if not len(index):
         raise InputError(f"{where}: no samples in this view")
-    rows = select_samples(index, study, n, seed, where)
+    return index, select_samples(index, study, n, seed, where)
+
+
+def _which(study, seed: int) -> str:
+    return f"study {parse_id(study, '--study')}" if study is not None else f"seed {seed}"
+
+
+def show_store(store, view: str, out, study=None, n=None, seed: int = 0, cols: int = 4,
+               neighbours: int | None = None) -> dict:
+    """Write the sample montage of ``view`` to ``out``; returns {out, samples, of, size, neighbours}."""
+    from ..store.reader import crop_spec, crops_array
+    n = None if n is None else _count(n, "--n", 1, MAX_N)
+    cols = _count(cols, "--cols", 1, 50)
+    index, rows = _selection(store, view, study, n, seed)
     spec = crop_spec(store, view)
     arr = crops_array(store, view)
     centre = arr.shape[1] // 2
@@ -113,13 +138,141 @@ def show_store(store, view: str, out, study=None, n=None, seed: int = 0, cols: i
         stacks[o] = got[j]
     records = index.iloc[rows].to_dict("records")
     caps = [sample_caption(r) for r in records]
-    which = f"study {parse_id(study, '--study')}" if study is not None else f"seed {seed}"
-    title = (f"{Path(store).name} · {view} · {len(rows)} of {len(index)} samples ({which}) · "
+    title = (f"{Path(store).name} · {view} · {len(rows)} of {len(index)} samples ({_which(study, seed)}) · "
              f"centre slice with the model's {spec.out_px} px crop framed; ±{k} neighbouring slices")
     canvas = montage.sample_montage(stacks, [c[0] for c in caps], k, cols, title,
                                     crop_frac=spec.out_px / spec.store_px, caption_colors=[c[1] for c in caps])
     montage.render_png(canvas, out)
     return {"out": str(out), "samples": len(rows), "of": len(index), "size": canvas.size, "neighbours": k}
+
+
+# -- augmentation mode ---------------------------------------------------------------------------
+DEFAULT_DRAWS = 3
+MAX_DRAWS = 8
+MAX_AUGMENT_N = 100  # rows of 1 + draws tiles: about the canvas of MAX_N plain samples
+AUGMENT_BLOCK = 64  # samples read and augmented at a time (bounds the float32 batch in memory)
+
+
+def read_windows(store, view: str, rows: np.ndarray, starts: np.ndarray, slices: int) -> np.ndarray:
+    """uint8 [len(rows), slices, P, P]: each row's stored slices from ``starts``, cut by the training
+    loader's own SampleStream (in the given order), so a drawn shift picks exactly the window training does."""
+    from ..loaders.sampling import SampleStream
+    from ..store.chunks import StoreReader
+    reader = StoreReader(store, view)
+    out = np.empty((len(rows), slices) + reader.sample_shape[1:], np.uint8)
+    stream = SampleStream(reader, rows, 1, np.random.default_rng(0), starts=starts, slices=slices)  # 1: no shuffle
+    try:
+        for stacks, pos in stream.batches(max(1, len(rows))):
+            out[pos] = stacks
+    finally:
+        reader.close()
+    return out
+
+
+def grey_images(stacks: np.ndarray, params: dict, spec, channels: int, augment: bool) -> np.ndarray:
+    """uint8 [b, S, out_px, out_px]: the grey slices the model is fed for slice windows uint8 [b, S, P, P]
+    and their params, made by the torch backend's own ``augment_batch`` (the DALI backend computes the
+    same numbers); its normalisation undone exactly (``norm_affine``) and clipped to 0..255 for display
+    (noise may leave that range; the model sees it unclipped). Every channel holds the same grey: one is read."""
+    import torch
+    from ..loaders.augment import norm_affine
+    from ..loaders.batching import RawBatch
+    from ..loaders.torch_backend import augment_batch
+    raw = RawBatch(np.ascontiguousarray(stacks), params, np.zeros(len(stacks), np.int64), {})
+    with torch.no_grad():
+        x = augment_batch(raw, spec, channels, augment)[:, :, 0].numpy().astype(np.float64)
+    scale, offset = norm_affine(channels, grey_max=255.0)  # grey 0..255 whichever path normalised it
+    return np.clip(np.rint((x - float(offset[0])) / float(scale[0])), 0, 255).astype(np.uint8)
+
+
+def fed_images(store, view: str, rows: np.ndarray, params: dict, spec, channels: int, augment: bool) -> np.ndarray:
+    """:func:`grey_images` of each (row, params) pair, its window at ``window_starts``, AUGMENT_BLOCK at a time."""
+    from ..loaders.augment import take, window_starts
+    starts = window_starts(params, spec)
+    out = []
+    for a in range(0, len(rows), AUGMENT_BLOCK):
+        part = slice(a, a + AUGMENT_BLOCK)
+        windows = read_windows(store, view, rows[part], starts[part], spec.slices)
+        out.append(grey_images(windows, take(params, part), spec, channels, augment))
+    return np.concatenate(out)
+
+
+def centre_marks(params: dict, spec) -> np.ndarray:
+    """float [n, 2]: (x, y) where each draw puts the labelled point (the stored field's centre) in the
+    out_px image, pixel-centre coordinates. ``affine_matrices`` maps destination -> source, so the
+    point is its inverse applied to the source centre: out_px / 2 - t for a pure translation t."""
+    from ..loaders.augment import affine_matrices
+    m = affine_matrices(params, spec).astype(np.float64)
+    src = np.full((len(m), 2), spec.store_px / 2.0)
+    return np.linalg.solve(m[:, :, :2], (src - m[:, :, 2])[..., None])[..., 0]
+
+
+def augment_samples(store, view: str, rows: np.ndarray, lcfg, spec, draws: int, seed: int) -> dict:
+    """Each row's eval crop and ``draws`` training-augmentation draws (augment forced on), seeded by ``seed``.
+
+    Returns {"eval": uint8 [n, S, O, O] (identity params, the validation transform), "draws": uint8
+    [n, draws, S, O, O], "params": the draws' params (augment.PARAM_KEYS, n * draws long, row-major:
+    row i's draw d at i * draws + d), "marks": float [n, draws, 2] (:func:`centre_marks`)}.
+    """
+    from ..loaders.augment import draw_params, identity_params
+    lcfg = dataclasses.replace(lcfg, augment=True)
+    rows = np.asarray(rows, np.int64)
+    try:
+        params = draw_params(np.random.default_rng(seed), lcfg, spec, len(rows) * draws)
+    except ValueError as e:  # a slice shift the store has no margin for
+        raise InputError(f"--augment on {Path(store) / view}: {e}") from None
+    n, S, O = len(rows), spec.slices, spec.out_px
+    aug = fed_images(store, view, np.repeat(rows, draws), params, spec, lcfg.channels, True)
+    ev = fed_images(store, view, rows, identity_params(n), spec, lcfg.channels, False)
+    return {"eval": ev, "draws": aug.reshape(n, draws, S, O, O), "params": params,
+            "marks": centre_marks(params, spec).reshape(n, draws, 2)}
+
+
+def draw_caption(p: dict) -> list[str]:
+    """Two lines naming one draw's params (``p``: one value per augment.PARAM_KEYS), geometry then grey."""
+    return [f"shift {int(p['shift']):+d} · rot {float(p['angle_deg']):+.1f}° · scale {float(p['scale']):.2f} · "
+            f"t {float(p['tx_px']):+.1f},{float(p['ty_px']):+.1f} px",
+            f"bright {float(p['brightness']):+.2f} · contr {float(p['contrast']):.2f} · "
+            f"gamma {float(p['gamma']):.2f} · noise {float(p['noise_std']):.3f}"]
+
+
+def augment_tiles(records: list, got: dict, draws: int) -> dict:
+    """sample_montage's per-tile lists, one row per sample: its eval crop (its caption), then its draws."""
+    tiles = {"stacks": [], "captions": [], "caption_colors": [], "marks": [], "tags": [], "offsets": []}
+
+    def add(*values):  # one tile: stack, caption lines, last line's colour, mark, tag, slice offset
+        for key, v in zip(tiles, values):
+            tiles[key].append(v)
+
+    for i, rec in enumerate(records):
+        lines, color = sample_caption(rec)
+        add(got["eval"][i], lines, color, None, "eval", 0)
+        for d in range(draws):
+            p = {k: v[i * draws + d] for k, v in got["params"].items()}
+            add(got["draws"][i, d], draw_caption(p), montage.TEXT, tuple(got["marks"][i, d]), f"draw {d + 1}",
+                int(p["shift"]))
+    return tiles
+
+
+def show_augmented(store, view: str, out, lcfg, study=None, n=None, seed: int = 0, draws=DEFAULT_DRAWS,
+                   neighbours=None) -> dict:
+    """Write the augmentation montage of ``view`` to ``out`` (``lcfg``: the LoaderConfig whose ranges are
+    drawn; augment is forced on); returns {out, samples, of, size, neighbours, draws}."""
+    from ..store.reader import crop_spec
+    draws = _count(draws, "--draws", 1, MAX_DRAWS)
+    n = None if n is None else _count(n, "--n", 1, MAX_AUGMENT_N)
+    index, rows = _selection(store, view, study, n, seed)
+    spec = crop_spec(store, view)
+    k = spec.slices // 2 if neighbours is None else _count(neighbours, "--neighbours", 0, spec.slices // 2)
+    got = augment_samples(store, view, rows, lcfg, spec, draws, seed)
+    tiles = augment_tiles(index.iloc[rows].to_dict("records"), got, draws)
+    title = (f"{Path(store).name} · {view} · {len(rows)} of {len(index)} samples ({_which(study, seed)}) · per row: "
+             f"the eval crop ({spec.out_px} px), then {draws} training-augmentation draws (seed {seed}); "
+             f"red cross: the labelled point after the warp")
+    canvas = montage.sample_montage(tiles.pop("stacks"), tiles.pop("captions"), k, 1 + draws, title, **tiles)
+    montage.render_png(canvas, out)
+    return {"out": str(out), "samples": len(rows), "of": len(index), "size": canvas.size, "neighbours": k,
+            "draws": draws}
 
 
 # -- localiser mode ------------------------------------------------------------------------------
@@ -283,9 +436,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default=None, metavar="ID", help="sample montage: every sample of this study")
     p.add_argument("--n", default=None, metavar="N",
                    help=f"sample montage: samples to show (default {DEFAULT_N}; with --study, all of the study)")
-    p.add_argument("--seed", default="0", metavar="S", help="sample montage: seed of the random order (default 0)")
+    p.add_argument("--seed", default="0", metavar="S",
+                   help="sample montage: seed of the random order and of the --augment draws (default 0)")
     p.add_argument("--neighbours", default=None, metavar="K",
                    help="sample montage: slices shown on each side of the centre (default: the model's window)")
+    p.add_argument("--augment", action="store_true",
+                   help="sample montage: each sample's eval crop, then --draws training-augmentation draws")
+    p.add_argument("--draws", default=None, metavar="D",
+                   help=f"--augment: augmented draws per sample (default {DEFAULT_DRAWS}, at most {MAX_DRAWS})")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="--augment: YAML config whose loader section gives the augmentation ranges")
     p.add_argument("--study-dir", default=None, metavar="DIR",
                    help="keypoint panels: a study folder, DATA/<split>_images/STUDY")
     p.add_argument("--localizer", default=None, metavar="DIR", help="keypoint panels: a `lsdc train-localizer` directory")
@@ -295,10 +455,32 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cols", default=None, metavar="C", help="tiles per row (default 4 samples, 3 panels)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
     p.add_argument("--no-progress", action="store_true")
+    accept_overrides(p, ("loader",))
+
+
+def _augment_options(args) -> list[str]:
+    """The augmentation options given on the line (each is an error without --augment or with --study-dir)."""
+    given = ["--augment"] if args.augment else []
+    given += [flag for flag, v in (("--draws", args.draws), ("--config", args.config)) if v is not None]
+    return given + list(args.overrides)
+
+
+def run_augmented(args) -> int:
+    if args.cols is not None:
+        raise InputError("--cols: with --augment each row is one sample (its eval crop, then its --draws draws)")
+    cfg = load_config(args.config, args.overrides)
+    s = show_augmented(args.store, args.view, args.out, cfg.loader, args.study, args.n, _count(args.seed, "--seed", 0),
+                       DEFAULT_DRAWS if args.draws is None else args.draws, args.neighbours)
+    print(f"wrote {s['out']} ({s['size'][0]} x {s['size'][1]} px): {s['samples']} of {s['of']} {args.view} samples, "
+          f"each its eval crop and {s['draws']} augmented draws, ±{s['neighbours']} slices")
+    return 0
 
 
 def run(args) -> int:
+    extra = _augment_options(args)
     if args.study_dir is not None:
+        if extra:
+            raise InputError(f"{extra[0]} shows the training augmentation of a STORE's samples, not --study-dir")
         if args.store is not None or args.view is not None or args.study is not None:
             raise InputError("--study-dir draws keypoints on one study folder: give no STORE, --view or --study with it")
         s = show_study(args.study_dir, args.out, args.localizer, args.keypoints,
@@ -311,6 +493,10 @@ def run(args) -> int:
         raise InputError("--localizer/--keypoints go with --study-dir, not with a STORE")
     if args.view is None:
         raise InputError(f"--view is required with a STORE: one of {', '.join(VIEWS)}")
+    if args.augment:
+        return run_augmented(args)
+    if extra:
+        raise InputError(f"{extra[0]} sets up the augmentation montage: add --augment")
     s = show_store(args.store, args.view, args.out, args.study, args.n, _count(args.seed, "--seed", 0),
                    4 if args.cols is None else args.cols, args.neighbours)
     print(f"wrote {s['out']} ({s['size'][0]} x {s['size'][1]} px): {s['samples']} of {s['of']} {args.view} samples, "

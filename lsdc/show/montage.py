@@ -9,7 +9,9 @@ Nothing here reads a store or a DICOM file. Layout (all sizes in pixels, see :fu
   square, with the crop the model sees (out_px of store_px) framed and its centre (the labelled
   point) marked; beside it two columns of thumbnails, the K slices before the centre (left column,
   top to bottom -K..-1) and the K after (right column, +1..+K), each ``CENTRE_PX // K`` square; below,
-  ``CAPTION_LINES`` caption lines;
+  ``CAPTION_LINES`` caption lines. Slices are numbered from the labelled slice; a tile may carry a tag
+  (top right) and its mark elsewhere than the centre (`lsdc show --augment`: one row per sample, its
+  eval crop then its augmented draws, each draw's mark where the warp moved the labelled point);
 * a **keypoint panel** (:func:`panel_tile_size`): one whole slice fitted (aspect kept) into
   ``PANEL_PX`` square, keypoints drawn as rings with their names, caption lines below.
 """
@@ -161,6 +163,11 @@ def _trim(s: str, width_px: float) -> str:
     return s if len(s) <= n else s[:n - 1] + "…"
 
 
+def _slice_name(offset: int) -> str:
+    """A slice's number counted from the labelled slice: 0, -1, +2."""
+    return f"{offset:+d}" if offset else "0"
+
+
 def _blank(size: tuple[int, int]) -> np.ndarray:
     w, h = size
     out = np.empty((h, w, 3), np.uint8)
@@ -170,45 +177,66 @@ def _blank(size: tuple[int, int]) -> np.ndarray:
 
 # -- montages ------------------------------------------------------------------------------------
 def sample_montage(stacks: list, captions: list, neighbours: int, cols: int, title: str,
-                   crop_frac: float = 1.0, caption_colors: list | None = None) -> Canvas:
+                   crop_frac: float = 1.0, caption_colors: list | None = None, marks: list | None = None,
+                   tags: list | None = None, offsets: list | None = None) -> Canvas:
     """Tiles of stored samples.
 
     ``stacks``: uint8 [S, H, W] per sample (the centre slice is S // 2); ``captions``: lines per
     sample (at most CAPTION_LINES); ``neighbours``: K thumbnails on each side (at most S // 2);
     ``crop_frac``: out_px / store_px, the part of the stored field the model sees (framed);
-    ``caption_colors``: a colour per sample for its last caption line (e.g. by severity).
+    ``caption_colors``: a colour per sample for its last caption line (e.g. by severity);
+    ``marks``: per sample None (the image centre) or (x, y) of the labelled point in the slice's own
+    pixel-centre coordinates (pixel j spans [j, j+1)), e.g. where an augmentation warp moved it;
+    ``tags``: per sample a short name drawn in the centre slice's top-right corner (e.g. "draw 2");
+    ``offsets``: per sample the stored-slice offset of its centre slice (a shifted slice window), added
+    to every slice's number so the numbers always count from the labelled slice.
     """
     if not stacks:
         raise ValueError("no samples to draw")
     tile = sample_tile_size(neighbours)
     cols = max(1, min(cols, len(stacks)))
     canvas = Canvas(_blank(grid_size(len(stacks), tile, cols)), [Text(GAP, 4, title, bold=True, size=FONT_PT + 1)])
-    t = thumb_px(neighbours)
     for i, (stack, lines) in enumerate(zip(stacks, captions)):
-        stack = np.asarray(stack, np.uint8)
-        c = stack.shape[0] // 2
-        k = min(neighbours, c)
         x, y = _origin(i, tile, cols)
-        big = grey_rgb(resize_nearest(stack[c], CENTRE_PX, CENTRE_PX))
-        if crop_frac < 1.0:
-            side = int(round(CENTRE_PX * crop_frac))
-            o = (CENTRE_PX - side) // 2
-            draw_rect(big, o, o, o + side, o + side, FRAME)
-        draw_cross(big, CENTRE_PX // 2, CENTRE_PX // 2, CROSS)
-        canvas.rgb[y:y + CENTRE_PX, x:x + CENTRE_PX] = big
-        canvas.texts.append(Text(x + 3, y + 2, "0", color="#ffff80", size=FONT_PT - 1, outline=True))
-        for j in range(1, k + 1):
-            for col, off in ((0, -j), (1, j)):
-                row = (k - j) if off < 0 else (j - 1)  # left column -K..-1 top to bottom, right +1..+K
-                tx = x + CENTRE_PX + STRIP_GAP + col * t
-                ty = y + row * t
-                canvas.rgb[ty:ty + t, tx:tx + t] = grey_rgb(resize_nearest(stack[c + off], t, t))
-                draw_rect(canvas.rgb, tx, ty, tx + t, ty + t, BACKGROUND)
-                canvas.texts.append(Text(tx + 2, ty + 1, f"{off:+d}", color="#ffff80", size=FONT_PT - 2, outline=True))
+        _sample_tile(canvas, x, y, np.asarray(stack, np.uint8), neighbours, crop_frac,
+                     marks[i] if marks else None, offsets[i] if offsets else 0)
+        if tags and tags[i]:
+            canvas.texts.append(Text(x + CENTRE_PX - 3, y + 2, tags[i], color=TEXT, size=FONT_PT - 1, ha="right",
+                                     outline=True))
         for li, line in enumerate(lines[:CAPTION_LINES]):
             color = caption_colors[i] if caption_colors and li == len(lines[:CAPTION_LINES]) - 1 else TEXT
             canvas.texts.append(Text(x, y + CENTRE_PX + CAPTION_PAD + li * LINE_PX, _trim(line, tile[0]), color=color))
     return canvas
+
+
+def _sample_tile(canvas: Canvas, x: int, y: int, stack: np.ndarray, neighbours: int, crop_frac: float,
+                 mark: tuple | None, offset: int) -> None:
+    """One sample's slices at (x, y): the centre slice large (crop framed, labelled point crossed), its
+    ``neighbours`` on each side as thumbnails; each slice numbered from the labelled slice."""
+    c = stack.shape[0] // 2
+    k = min(neighbours, c)
+    t = thumb_px(neighbours)
+    big = grey_rgb(resize_nearest(stack[c], CENTRE_PX, CENTRE_PX))
+    if crop_frac < 1.0:
+        side = int(round(CENTRE_PX * crop_frac))
+        o = (CENTRE_PX - side) // 2
+        draw_rect(big, o, o, o + side, o + side, FRAME)
+    if mark is None:
+        draw_cross(big, CENTRE_PX // 2, CENTRE_PX // 2, CROSS)
+    else:  # a continuous point scales with the image: W / 2 lands on CENTRE_PX // 2 like the default
+        draw_cross(big, int(mark[0] * CENTRE_PX / stack.shape[2]), int(mark[1] * CENTRE_PX / stack.shape[1]), CROSS)
+    canvas.rgb[y:y + CENTRE_PX, x:x + CENTRE_PX] = big
+    canvas.texts.append(Text(x + 3, y + 2, _slice_name(offset), color="#ffff80", size=FONT_PT - 1,
+                             outline=True))
+    for j in range(1, k + 1):
+        for col, off in ((0, -j), (1, j)):
+            row = (k - j) if off < 0 else (j - 1)  # left column -K..-1 top to bottom, right +1..+K
+            tx = x + CENTRE_PX + STRIP_GAP + col * t
+            ty = y + row * t
+            canvas.rgb[ty:ty + t, tx:tx + t] = grey_rgb(resize_nearest(stack[c + off], t, t))
+            draw_rect(canvas.rgb, tx, ty, tx + t, ty + t, BACKGROUND)
+            canvas.texts.append(Text(tx + 2, ty + 1, _slice_name(offset + off), color="#ffff80", size=FONT_PT - 2,
+                                     outline=True))
 
 
 def panel_montage(images: list, marks: list, captions: list, cols: int, title: str) -> Canvas:
