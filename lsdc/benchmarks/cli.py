@@ -1,5 +1,6 @@
-"""`lsdc bench convert|loader|step` (throughput benchmarks: warm-up, medians, a table, --json FILE) and
-`lsdc profile`: the command lines of the benchmark modules, which hold the measuring code only.
+"""`lsdc bench convert|loader|step` (throughput benchmarks: warm-up, medians, a table, --json FILE),
+`lsdc bench quality` (model skill over several synthetic datasets) and `lsdc profile`: the command
+lines of the benchmark modules, which hold the measuring code only.
 
 Each benchmark has ``configure_<name>(parser)`` and ``run_<name>(args) -> int`` here; ``configure`` and
 ``run`` are the `lsdc bench` verb, which dispatches to them.
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 from ..core.config import BACKENDS
+from ..core.errors import InputError
 from ..core.overrides import accept_overrides, load_config
 from ..core.schema import SAG_T2, VIEWS
 from .loader_bench import LOADER_BACKENDS, LoaderBenchOptions
@@ -187,6 +190,54 @@ def run_convert(args) -> int:
     return 0
 
 
+# -- lsdc bench quality --------------------------------------------------------------------------
+def configure_quality(p: argparse.ArgumentParser) -> None:
+    from .quality import BASES, QUALITY_SEED_BASE, QualityOptions, __doc__ as doc
+    d = QualityOptions(out="")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = doc
+    p.epilog = ("example: lsdc bench quality --out Q --seeds 5 --recipe demo "
+                "--recipe 'aug=--augment=true'  (the demo's recipe against it with augmentation on)")
+    p.add_argument("--out", required=True, help="cache and results folder (datasets, stores, runs, quality.json)")
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME[=SPEC]",
+                   help="NAME, NAME=FILE.yaml (a whole config) or NAME='--key=value ...' (overrides on top of "
+                        "--base); repeat to compare (each against the first); default: one recipe 'demo'")
+    p.add_argument("--base", default="demo", choices=BASES, help="what override recipes start from")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="datasets (seeds from %d on)" % QUALITY_SEED_BASE)
+    p.add_argument("--seed-offset", type=int, default=d.seed_offset, help="skip this many seeds of the range")
+    p.add_argument("--train", type=int, default=d.train_studies, dest="train_studies", help="train studies per dataset")
+    p.add_argument("--test", type=int, default=d.test_studies, dest="test_studies", help="test studies per dataset")
+    p.add_argument("--fold", default=str(d.fold), help="the fold each view trains (of train.folds), or 'all'")
+    p.add_argument("--localizer", action="store_true", help="also score at a trained localiser's points")
+    p.add_argument("--workers", type=int, default=None, help="synth/preprocess processes (default all cores)")
+    p.add_argument("--json", default=None, metavar="FILE", help="results JSON (default OUT/quality.json)")
+
+
+def run_quality(args) -> int:
+    from .quality import QualityOptions, bench_quality, pair_rows, parse_recipe, summary_rows
+    if args.seeds < 1 or args.seed_offset < 0 or args.train_studies < 2 or args.test_studies < 1:
+        raise InputError("need --seeds >= 1, --seed-offset >= 0, --train >= 2 and --test >= 1")
+    if not (args.fold == "all" or args.fold.isdigit()):
+        raise InputError(f"--fold {args.fold!r}: a fold number or 'all'")
+    recipes = [parse_recipe(t, args.base) for t in (args.recipe or ["demo"])]
+    fold = args.fold if args.fold == "all" else int(args.fold)
+    opts = QualityOptions(args.out, args.seeds, args.seed_offset, args.train_studies, args.test_studies, fold,
+                          args.localizer, args.workers)
+    t0 = time.perf_counter()
+    res = bench_quality(recipes, opts)
+    rows = summary_rows(res)
+    print()
+    print(table(rows, list(rows[0])))
+    pairs = pair_rows(res)
+    if pairs:
+        print()
+        print(table(pairs, list(pairs[0])))
+    print(f"({len(opts.seed_list)} seeds x {len(recipes)} recipes, {opts.train_studies} train / "
+          f"{opts.test_studies} test studies; {time.perf_counter() - t0:.0f} s)")
+    write_json(args.json or str(Path(args.out) / "quality.json"), res)
+    return 0
+
+
 # -- lsdc bench: the dispatcher ------------------------------------------------------------------
 BENCHES = {
     "convert": (configure_convert, run_convert,
@@ -194,6 +245,8 @@ BENCHES = {
     "loader": (configure_loader, run_loader,
                "samples/s: decode bound, raw store reads, dali/torch backends, DICOM baseline"),
     "step": (configure_step, run_step, "the training step alone on in-memory batches (model compute)"),
+    "quality": (configure_quality, run_quality,
+                "skill mean ± sd over synthetic datasets of several seeds; recipes compared pairwise"),
 }
 
 

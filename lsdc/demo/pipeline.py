@@ -114,17 +114,22 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
     return s.values
 
 
+def view_schedule(cfg: Config, view: str) -> Config:
+    """The demo's schedule of one view: the spinal view gets the full ``train.epochs`` (its BA is the
+    demo's learning check); the two two-sided views, with twice the samples, get half of it.
+    `lsdc bench quality` trains every recipe this way, so its figures are the demo's."""
+    epochs = cfg.train.epochs if view == SAG_T2 else max(1, cfg.train.epochs // 2)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+
+
 def _train_views(s: Summary, cfg: Config, store: Path, out: Path) -> list:
     """One fold of each view; the run directories."""
     from ..train.loop import train
     runs = []
     for view in VIEWS:
-        # the spinal view gets the full schedule (its BA is the demo's learning check); the two
-        # two-sided views, with twice the samples, get half of it
-        epochs = cfg.train.epochs if view == SAG_T2 else max(1, cfg.train.epochs // 2)
-        vcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+        vcfg = view_schedule(cfg, view)
         res = _stage(s, f"train {view}", train, vcfg, store, view, 0, out / "runs" / view)
-        s.add(f"train {view}", "epochs", epochs)
+        s.add(f"train {view}", "epochs", vcfg.train.epochs)
         runs.append(out / "runs" / view)
         s.add(f"train {view}", "balanced accuracy (fold 0)", float(res["balanced_accuracy"]))
         s.add(f"train {view}", "recall N/M/S", " / ".join(f"{r:.2f}" for r in res["recall"]))
