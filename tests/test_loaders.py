@@ -19,11 +19,11 @@ import torch
 import zarr
 from zarr.codecs import BloscCodec
 
-from lsdc.core.config import CropSpec, PreprocessConfig
+from lsdc.core.config import CropSpec, LoaderConfig, PreprocessConfig
 from lsdc.core.errors import InputError
 from lsdc.core.overrides import build_config
 from lsdc.core.schema import AX_T2, SAG_T1, SAG_T2
-from lsdc.loaders.augment import PARAM_KEYS, draw_params, identity_params, max_translate_px
+from lsdc.loaders.augment import PARAM_KEYS, draw_params, identity_params, max_translate_px, shift_distribution
 from lsdc.loaders.batching import EpochPlan
 from lsdc.loaders.factory import create_loader
 from lsdc.benchmarks.dicom_baseline import create_dicom_loader
@@ -410,3 +410,26 @@ def test_balanced_loader_draws_labelled_rows_with_replacement(synth_store):
     assert len(rows) == len(index) == loader.num_samples
     assert (index["label"].to_numpy()[rows] >= 0).all()
     assert len(np.unique(rows)) < len(rows)  # with replacement
+
+
+@pytest.mark.parametrize("k, weights", [(2, (0.70, 0.28, 0.02)), (2, ()), (1, (0.70, 0.28, 0.02)), (2, (0, 1))])
+def test_slice_shifts_follow_the_weights_of_their_size(k, weights):
+    """|shift| = j drawn with weight weights[j] (each sign half of it; weights past max_slice_shift
+    dropped, missing ones 0), uniform without weights: frequencies of 40,000 draws against the
+    distribution, within 4 binomial sds."""
+    lcfg = LoaderConfig(max_slice_shift=k, slice_shift_probs=weights)
+    want = np.ones(2 * k + 1) if not weights else np.array(
+        [(weights[abs(s)] if abs(s) < len(weights) else 0) / (1 if s == 0 else 2) for s in range(-k, k + 1)])
+    want = want / want.sum()
+    np.testing.assert_allclose(shift_distribution(lcfg), want)
+    n = 40_000
+    got = np.bincount(draw_params(np.random.default_rng(1), lcfg, CropSpec(), n)["shift"] + k, minlength=2 * k + 1) / n
+    assert len(got) == 2 * k + 1
+    assert (np.abs(got - want) <= 4 * np.sqrt(want * (1 - want) / n) + 1e-12).all()
+
+
+def test_slice_shift_weights_must_leave_a_shift_to_draw():
+    with pytest.raises(InputError, match="slice_shift_probs"):
+        LoaderConfig(max_slice_shift=1, slice_shift_probs=(0, 0, 1))
+    with pytest.raises(InputError, match="slice_shift_probs"):
+        LoaderConfig(slice_shift_probs=(1, -0.1))

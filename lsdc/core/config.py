@@ -118,6 +118,9 @@ class LoaderConfig:
     """Apply augmentation to the training split."""
     max_slice_shift: int = 2
     """Largest slice-window shift in slices (must be <= the stored slice_margin)."""
+    slice_shift_probs: tuple = ()
+    """Relative weights of |shift| = 0, 1, 2, ... slices (each sign half of it); weights beyond
+    max_slice_shift are dropped, missing ones are 0; () = uniform over [-max_slice_shift, max_slice_shift]."""
     rotate_deg: float = 15.0
     """Largest in-plane rotation in degrees."""
     scale_range: float = 0.1
@@ -142,6 +145,11 @@ class LoaderConfig:
         _check(self.max_slice_shift >= 0, "max_slice_shift", f"must be >= 0, got {self.max_slice_shift}")
         _check(0 <= self.scale_range < 1, "scale_range", f"must be in [0, 1), got {self.scale_range}")
         _check(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        self.slice_shift_probs = tuple(float(w) for w in self.slice_shift_probs)
+        _check(all(w >= 0 for w in self.slice_shift_probs)
+               and (not self.slice_shift_probs or sum(self.slice_shift_probs[:self.max_slice_shift + 1]) > 0),
+               "slice_shift_probs",
+               f"need weights >= 0 with a positive one within max_slice_shift, got {list(self.slice_shift_probs)}")
         for k in ("rotate_deg", "translate_frac", "brightness", "contrast", "gamma", "noise_std"):
             _check(getattr(self, k) >= 0, k, f"must be >= 0, got {getattr(self, k)}")
 

@@ -72,7 +72,7 @@ def draw_params(rng: np.random.Generator, lcfg: LoaderConfig, spec: CropSpec, n:
 
     t = max_translate_px(lcfg, spec)
     return {
-        "shift": rng.integers(-lcfg.max_slice_shift, lcfg.max_slice_shift + 1, n).astype(np.int64),
+        "shift": draw_shifts(rng, lcfg, n),
         "angle_deg": sym(lcfg.rotate_deg),
         "scale": 1 + sym(lcfg.scale_range),
         "tx_px": sym(t), "ty_px": sym(t),
@@ -83,6 +83,28 @@ def draw_params(rng: np.random.Generator, lcfg: LoaderConfig, spec: CropSpec, n:
         "noise_y": rng.integers(0, NOISE_BANK_MARGIN_PX + 1, n).astype(np.int64),
         "noise_x": rng.integers(0, NOISE_BANK_MARGIN_PX + 1, n).astype(np.int64),
     }
+
+
+def shift_distribution(lcfg: LoaderConfig) -> np.ndarray:
+    """P(shift = s) for s = -K..K (K = max_slice_shift): ``slice_shift_probs`` weights |shift|, each sign
+    getting half of a nonzero one; uniform when no weights are given."""
+    k = lcfg.max_slice_shift
+    if not lcfg.slice_shift_probs:
+        return np.full(2 * k + 1, 1.0 / (2 * k + 1))
+    w = np.zeros(k + 1)
+    given = np.asarray(lcfg.slice_shift_probs[:k + 1], np.float64)
+    w[:len(given)] = given
+    p = np.concatenate([w[:0:-1] / 2, w[:1], w[1:] / 2])
+    return p / p.sum()
+
+
+def draw_shifts(rng: np.random.Generator, lcfg: LoaderConfig, n: int) -> np.ndarray:
+    """n slice-window shifts drawn from :func:`shift_distribution` (uniform: the generator's integers,
+    the stream runs before these weights existed drew)."""
+    k = lcfg.max_slice_shift
+    if not lcfg.slice_shift_probs:
+        return rng.integers(-k, k + 1, n).astype(np.int64)
+    return rng.choice(np.arange(-k, k + 1), size=n, p=shift_distribution(lcfg)).astype(np.int64)
 
 
 def take(params: dict, idx) -> dict[str, np.ndarray]:
