@@ -66,11 +66,18 @@ def test_a_second_recipe_costs_only_training_and_is_compared_seed_by_seed(first,
     result_a = sorted((out / "recipes").glob("a_*/*/fold0/result.json"))
     before = {p: p.read_bytes() for p in result_a}
     rc = main(["bench", "quality", "--out", str(out), "--seeds", "2", "--train", str(N), "--test", str(M),
-               "--workers", "2", "--recipe", f"a={SMOKE}", "--recipe", f"b={SMOKE} --augment=true"])
+               "--workers", "2", "--views", "sagittal_t1", "--recipe", f"a={SMOKE}", "--recipe", f"b={SMOKE} --augment=true"])
     assert rc == 0
     assert "b - a" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing synthesised or converted again
-    assert len(result_a) == 2 and {p: p.read_bytes() for p in result_a} == before  # a read back, not retrained
+    assert len(result_a) == 2 and {p: p.read_bytes() for p in result_a} == before  # a's full result untouched
+    for recipe in ("a", "b"):
+        run = next((out / "recipes").glob(f"{recipe}_*")) / q.dataset_name(q.QUALITY_SEED_BASE, N, M) / "fold0"
+        sub = pd.read_csv(run / "submission_true_raw_sagittal_t1.csv")
+        spinal = sub[sub.row_id.str.contains("spinal")]
+        per_level = spinal.groupby(spinal.row_id.str[-5:])[list(SUBMISSION_COLUMNS)].nunique()
+        assert (per_level == 1).all().all()  # an untrained view's cells: the prior, alike in every study
+    assert sorted(p.name for p in (run / "runs").iterdir()) == ["sagittal_t1"]  # b trained Sagittal T1 only
     both = json.loads((out / "quality.json").read_text())
     (p,) = both["pairs"]
     assert (p["a"], p["b"]) == ("a", "b")

@@ -208,6 +208,8 @@ def configure_quality(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", type=int, default=d.train_studies, dest="train_studies", help="train studies per dataset")
     p.add_argument("--test", type=int, default=d.test_studies, dest="test_studies", help="test studies per dataset")
     p.add_argument("--fold", default=str(d.fold), help="the fold each view trains (of train.folds), or 'all'")
+    p.add_argument("--views", nargs="+", default=list(VIEWS), choices=VIEWS,
+                   help="train only these views (the others' cells take the prior; read their terms)")
     p.add_argument("--localizer", action="store_true", help="also score at a trained localiser's points")
     p.add_argument("--workers", type=int, default=None, help="synth/preprocess processes (default all cores)")
     p.add_argument("--json", default=None, metavar="FILE", help="results JSON (default OUT/quality.json)")
@@ -222,7 +224,7 @@ def run_quality(args) -> int:
     recipes = [parse_recipe(t, args.base) for t in (args.recipe or ["demo"])]
     fold = args.fold if args.fold == "all" else int(args.fold)
     opts = QualityOptions(args.out, args.seeds, args.seed_offset, args.train_studies, args.test_studies, fold,
-                          args.localizer, args.workers)
+                          args.localizer, args.workers, tuple(v for v in VIEWS if v in args.views))
     t0 = time.perf_counter()
     res = bench_quality(recipes, opts)
     rows = summary_rows(res)

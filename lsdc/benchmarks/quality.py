@@ -5,7 +5,8 @@ below 100, never use) it synthesises N train and M test studies, converts them, 
 
     train     one fold (``train.folds``-fold split, fold --fold) of each view, or with ``--fold all``
               every fold (calibrated on all out-of-fold rows, folds averaged at prediction), with the
-              demo's schedule (lsdc.demo.pipeline.view_schedule: the two-sided views get half the epochs)
+              demo's schedule (lsdc.demo.pipeline.view_schedule: the two-sided views get half the epochs);
+              ``--views`` trains only some views (the others' cells take the prior: read their terms)
     classify  the test studies converted at their TRUE points, raw and calibrated
               (lsdc.inference.predict.submission_from_store, the function `lsdc predict` runs)
     localise  with --localizer: a localiser trained on the train store, then the whole `lsdc predict`
@@ -41,7 +42,6 @@ from ..core.schema import VIEWS
 QUALITY_SEED_BASE = 10_000
 TERMS = ("spinal", "foraminal", "subarticular", "any_severe")
 BASES = ("demo", "defaults")
-RESULT_FILE = "result.json"
 COMPLETE = ".complete"
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -67,6 +67,12 @@ class QualityOptions:
     fold: int | str = 0  # a fold number, or "all"
     localizer: bool = False
     workers: int | None = None
+    views: tuple = VIEWS
+
+    @property
+    def tag(self) -> str:
+        """"" for every view, else "_" + the trained views (in result and submission file names)."""
+        return "" if tuple(self.views) == VIEWS else "_" + "+".join(self.views)
 
     @property
     def seed_list(self) -> list[int]:
@@ -145,12 +151,12 @@ def ensure_localizer(data: Path, store: Path, cfg: Config) -> Path:
 
 
 # -- one recipe on one dataset -------------------------------------------------------------------
-def train_runs(cfg: Config, store: Path, runs_dir: Path, fold: int | str) -> list[Path]:
+def train_runs(cfg: Config, store: Path, runs_dir: Path, fold: int | str, views=VIEWS) -> list[Path]:
     """One fold (or "all") of each view, resumed where a run stopped; a finished fold is read back."""
     from ..demo.pipeline import view_schedule
     from ..train.loop import train, train_folds
     out = []
-    for view in VIEWS:
+    for view in views:
         vcfg = view_schedule(cfg, view)
         if fold == "all":
             train_folds(vcfg, store, view, runs_dir / view, resume=True)
@@ -176,19 +182,19 @@ def evaluate(recipe: Recipe, data: Path, opts: QualityOptions, out: Path) -> dic
     t0 = time.perf_counter()
     store, test_store = ensure_stores(data, cfg, opts.workers)
     t1 = time.perf_counter()
-    runs = train_runs(cfg, store, out / "runs", opts.fold)
+    runs = train_runs(cfg, store, out / "runs", opts.fold, opts.views)
     t2 = time.perf_counter()
     studies = sorted(int(s) for s in read_train(data / "test_labels.csv")["study_id"])
     res: dict = {"true": {}}
     for variant, calibrate in (("raw", False), ("calibrated", True)):
         loaded = [load_run(r, calibrate=calibrate) for r in runs]
         frame, _ = submission_from_store(test_store, loaded, studies, cfg.predict.tta)
-        res["true"][variant] = score_submission(data, frame, out / f"submission_true_{variant}.csv")
+        res["true"][variant] = score_submission(data, frame, out / f"submission_true_{variant}{opts.tag}.csv")
     res["calibration"] = {r.name: _params(r / "calibration.json") for r in runs}
     t3 = time.perf_counter()
     if opts.localizer:
         loc = ensure_localizer(data, store, cfg)
-        sub = out / "submission_predicted_calibrated.csv"
+        sub = out / f"submission_predicted_calibrated{opts.tag}.csv"
         summary = predict(data, runs, sub, "test", loc, out / "predict_work", cfg=cfg, workers=opts.workers,
                           progress=False)
         from ..metric.baselines import score_report
@@ -229,7 +235,7 @@ def bench_quality(recipes: list[Recipe], opts: QualityOptions, log=print) -> dic
             out = recipe_dir(root, r, seed, opts)
             out.mkdir(parents=True, exist_ok=True)
             r.cfg.save(out)
-            cached = out / RESULT_FILE
+            cached = out / f"result{opts.tag}.json"
             want = {"fold": opts.fold, "localizer": opts.localizer}
             res = json.loads(cached.read_text()) if cached.is_file() else None
             if res is None or res.get("options") != want:  # e.g. --localizer added: scored again
