@@ -249,7 +249,7 @@ def test_augment_montage_has_one_row_per_sample_and_marks_where_the_warp_puts_th
     _, store = dataset
     out = tmp_path / "aug.png"
     rc = main(["show", str(store), "--view", SAG_T1, "--augment", "--n", "2", "--draws", "2", "--out", str(out),
-               "--max_slice_shift=1", "--rotate_deg=5"])
+               "--max_slice_shift=1", "--rotate_deg=5", "--translate_frac=0.07"])
     assert rc == 0, capsys.readouterr().err
     assert "2 augmented draws" in capsys.readouterr().out
     tile = montage.sample_tile_size(3)  # 7 slices: the centre large, 3 on each side
@@ -258,7 +258,7 @@ def test_augment_montage_has_one_row_per_sample_and_marks_where_the_warp_puts_th
     assert img.shape[:2] == (24 + 2 * 225 + 3 * 8, 3 * 324 + 4 * 8) == montage.grid_size(6, tile, 3)[::-1]
     spec = crop_spec(store, SAG_T1)
     got = augment_samples(store, SAG_T1, _rows(store, SAG_T1, 2), load_config(None, ["--max_slice_shift=1",
-                          "--rotate_deg=5"]).loader, spec, 2, seed=0)  # the same rows, ranges and seed
+                          "--rotate_deg=5", "--translate_frac=0.07"]).loader, spec, 2, seed=0)  # the same rows, ranges, seed
     for i in range(6):
         x, y = montage._origin(i, tile, 3)
         assert _varied(img[y:y + 192, x:x + 192]), f"tile {i} is blank"

@@ -5,7 +5,7 @@ below 100, never use) it synthesises N train and M test studies, converts them, 
 
     train     one fold (``train.folds``-fold split, fold --fold) of each view, or with ``--fold all``
               every fold (calibrated on all out-of-fold rows, folds averaged at prediction), with the
-              demo's schedule (lsdc.demo.pipeline.view_schedule: the two-sided views get half the epochs);
+              demo's schedule (lsdc.train.recipes.view_schedule: the two-sided views get half the epochs);
               ``--views`` trains only some views (the others' cells take the prior: read their terms)
     classify  the test studies converted at their TRUE points, raw and calibrated
               (lsdc.inference.predict.submission_from_store, the function `lsdc predict` runs)
@@ -89,7 +89,7 @@ def base_overrides(base: str) -> list[str]:
         raise InputError(f"--base must be one of {BASES}, got {base!r}")
     if base == "defaults":
         return []
-    from ..demo.pipeline import DEMO_OVERRIDES
+    from ..train.recipes import DEMO_OVERRIDES
     return list(DEMO_OVERRIDES)
 
 
@@ -153,7 +153,7 @@ def ensure_localizer(data: Path, store: Path, cfg: Config) -> Path:
 # -- one recipe on one dataset -------------------------------------------------------------------
 def train_runs(cfg: Config, store: Path, runs_dir: Path, fold: int | str, views=VIEWS) -> list[Path]:
     """One fold (or "all") of each view, resumed where a run stopped; a finished fold is read back."""
-    from ..demo.pipeline import view_schedule
+    from ..train.recipes import view_schedule
     from ..train.loop import train, train_folds
     out = []
     for view in views:

@@ -13,22 +13,12 @@ from pathlib import Path
 from ..core.config import Config
 from ..core.overrides import load_config
 from ..core.schema import SAG_T2, VIEWS
+from ..train.recipes import DEMO_OVERRIDES, view_schedule  # noqa: F401 (DEMO_OVERRIDES: lsdc.demo.cli)
 
 DEMO_STUDIES = 48
 DEMO_TEST_STUDIES = 24  # the score gap (predicted vs true points) is noise-limited below ~20 studies
 DEMO_SEED = 2024
-DEMO_OVERRIDES = [f"--preprocess.{v}.out_px=48" for v in VIEWS] + [
-    # Chosen with the yardstick (skill at the true points on the demo's own test studies, one run each;
-    # benchmarks/RESULTS.md "recipe"): a tiny from-scratch convnext at 48 px, 12 epochs (6 for the
-    # two-sided views), no augmentation, class weights [1, 2, 4]: skill 0.45 in ~1 minute of training.
-    # resnet18 with slice/crop jitter (the former demo recipe, 10 minutes) reached 0.29; jitter on
-    # the tiny model 0.23; 24 epochs 0.43 (it overfits); [1, 4, 6] 0.43; 64 px 0.0 at 12 epochs.
-    "--backbone=test_convnext", "--proj_dim=64", "--gru_hidden=32", "--attn_dim=32", "--level_emb_dim=16",
-    "--batch_size=8", "--epochs=12", "--lr=0.001", "--backbone_lr=0.001", "--warmup_epochs=1", "--patience=0",
-    "--loader.workers=0", "--augment=false", "--class_weights=[1,2,4]",
-    # the localiser at its defaults (three ensemble members): with two, the demo ran 6 min 22 s and lost
-    # 0.029 of score to localisation (skill 0.40 with predicted points, 0.45 at the true ones)
-    "--loc_epochs=40"]
+
 
 
 @dataclass(frozen=True)
@@ -112,14 +102,6 @@ def demo(out_dir, studies: int = DEMO_STUDIES, test_studies: int = DEMO_TEST_STU
     (out / "summary.json").write_text(json.dumps(s.values, indent=1, default=str))
     print("\n" + s.table())
     return s.values
-
-
-def view_schedule(cfg: Config, view: str) -> Config:
-    """The demo's schedule of one view: the spinal view gets the full ``train.epochs`` (its BA is the
-    demo's learning check); the two two-sided views, with twice the samples, get half of it.
-    `lsdc bench quality` trains every recipe this way, so its figures are the demo's."""
-    epochs = cfg.train.epochs if view == SAG_T2 else max(1, cfg.train.epochs // 2)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
 
 
 def _train_views(s: Summary, cfg: Config, store: Path, out: Path) -> list:
