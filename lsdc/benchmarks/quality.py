@@ -38,9 +38,9 @@ from ..core.config import Config
 from ..core.errors import InputError
 from ..core.overrides import load_config
 from ..core.schema import VIEWS
+from ..metric.official import TERMS
 
 QUALITY_SEED_BASE = 10_000
-TERMS = ("spinal", "foraminal", "subarticular", "any_severe")
 BASES = ("demo", "defaults")
 COMPLETE = ".complete"
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -166,10 +166,15 @@ def train_runs(cfg: Config, store: Path, runs_dir: Path, fold: int | str, views=
     return out
 
 
-def score_submission(data: Path, frame, path: Path) -> dict:
+def score_file(data: Path, path: Path) -> dict:
+    """The submission file's official score beside the prior (train.csv) and the ceiling (the oracle)."""
     from ..metric.baselines import score_report
-    frame.to_csv(path, index=False)
     return score_report(data / "test_labels.csv", path, prior_from=data / "train.csv", oracle=data / "test_oracle.csv")
+
+
+def score_submission(data: Path, frame, path: Path) -> dict:
+    frame.to_csv(path, index=False)
+    return score_file(data, path)
 
 
 def evaluate(recipe: Recipe, data: Path, opts: QualityOptions, out: Path) -> dict:
@@ -197,9 +202,7 @@ def evaluate(recipe: Recipe, data: Path, opts: QualityOptions, out: Path) -> dic
         sub = out / f"submission_predicted_calibrated{opts.tag}.csv"
         summary = predict(data, runs, sub, "test", loc, out / "predict_work", cfg=cfg, workers=opts.workers,
                           progress=False)
-        from ..metric.baselines import score_report
-        res["predicted"] = {"calibrated": score_report(data / "test_labels.csv", sub, prior_from=data / "train.csv",
-                                                       oracle=data / "test_oracle.csv")}
+        res["predicted"] = {"calibrated": score_file(data, sub)}
         res["predict_s_per_study"] = summary["seconds_per_study_median"]
     res["seconds"] = {"stores": round(t1 - t0, 1), "train": round(t2 - t1, 1), "classify": round(t3 - t2, 1),
                       "localise+predict": round(time.perf_counter() - t3, 1)}
